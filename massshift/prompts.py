@@ -1,0 +1,186 @@
+"""Prompts: the only module that decides templates, white space and BOS.
+
+Zero-shot, no chain of thought (DESIGN.md). The default prompt is
+``"Q: {question}\\nA:"`` and the answer continuation is ``" {answer}"`` followed
+by the terminator ``"\\n"``. A chat template is used only when asked for; a
+k-shot prefix (for the baselines) repeats the same format for each shot.
+
+Encoding follows lm-evaluation-harness's loglikelihood contract
+(``lm_eval/api/model.py``): trailing white space of the prompt moves to the
+continuation, prompt and continuation are tokenised together and split at the
+prompt's token count, so the continuation's tokens are exactly those the model
+would generate; an empty continuation after the split is an error (lm-eval
+issue 1053). Special tokens (BOS) are added by the tokenizer's own
+post-processor for plain prompts and never on top of a chat template, whose
+text already carries them (lm-eval issue 1841). Nothing here looks at a
+model's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class PromptError(ValueError):
+    """A prompt or continuation cannot be encoded as the contract requires."""
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How questions become prompts and answers become scored continuations.
+
+    Attributes:
+        template: prompt template with a ``{question}`` field.
+        answer_template: continuation template with an ``{answer}`` field.
+        terminator: appended to every scored continuation; generation stops at it.
+        chat: wrap the question in the tokenizer's chat template.
+        instruction: with ``chat``, a line put before the question in the user turn.
+        system: with ``chat``, an optional system message.
+        answer_prefix: text put after the prompt (after ``A:``, or after the
+            assistant header with ``chat``); generation starts after it and the
+            scored continuation is the bare answer.
+        shots: k-shot examples as (question, answer) pairs, rendered in the same
+            format before the question.
+    """
+
+    template: str = "Q: {question}\nA:"
+    answer_template: str = " {answer}"
+    terminator: str = "\n"
+    chat: bool = False
+    instruction: str = ""
+    system: str = ""
+    answer_prefix: str = ""
+    shots: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if "{question}" not in self.template:
+            raise ValueError(f"template must contain '{{question}}', got {self.template!r}")
+        if "{answer}" not in self.answer_template:
+            raise ValueError(f"answer_template must contain '{{answer}}', got {self.answer_template!r}")
+        if not self.terminator:
+            raise ValueError(
+                "terminator must be non-empty: generation stops at it and the scored continuation "
+                "includes it; the default is '\\n'"
+            )
+        shots = tuple(tuple(s) for s in self.shots)
+        if any(len(s) != 2 for s in shots):
+            raise ValueError("shots must be (question, answer) pairs")
+        object.__setattr__(self, "shots", shots)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as plain values (for config.yaml and fingerprints)."""
+        return {
+            "template": self.template, "answer_template": self.answer_template,
+            "terminator": self.terminator, "chat": self.chat, "instruction": self.instruction,
+            "system": self.system, "answer_prefix": self.answer_prefix,
+            "shots": [list(s) for s in self.shots],
+        }
+
+
+def _plain_turn(question: str, config: PromptConfig) -> str:
+    return config.template.format(question=question)
+
+
+def continuation(answer: str, config: PromptConfig) -> str:
+    """The scored continuation of ``answer``: the answer template plus the terminator."""
+    return config.answer_template.format(answer=answer) + config.terminator
+
+
+def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None) -> str:
+    """The prompt text for ``question`` (with shots, chat template and answer prefix)."""
+    if config.chat:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise PromptError(
+                "chat=True needs a tokenizer with a chat template; this tokenizer has none. "
+                "Use the plain template (chat=False)."
+            )
+        messages: list[dict[str, str]] = []
+        if config.system:
+            messages.append({"role": "system", "content": config.system})
+        for q, a in config.shots:
+            messages.append({"role": "user", "content": _user_text(q, config)})
+            messages.append({"role": "assistant", "content": a})
+        messages.append({"role": "user", "content": _user_text(question, config)})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + config.answer_prefix
+    prefix = "".join(_plain_turn(q, config) + continuation(a, config) for q, a in config.shots)
+    return prefix + _plain_turn(question, config) + config.answer_prefix
+
+
+def _user_text(question: str, config: PromptConfig) -> str:
+    return f"{config.instruction}\n{question}" if config.instruction else question
+
+
+def adds_special_tokens(config: PromptConfig) -> bool:
+    """Whether the tokenizer's post-processor may add BOS: never on a chat template's text."""
+    return not config.chat
+
+
+def encode_prompt(tokenizer: Any, prompt: str, config: PromptConfig) -> list[int]:
+    """Token ids of a prompt, with BOS decided once (see module docstring)."""
+    prompt = prompt.rstrip(" ") if prompt.endswith(" ") else prompt
+    return list(tokenizer(prompt, add_special_tokens=adds_special_tokens(config)).input_ids)
+
+
+def encode_pair(tokenizer: Any, prompt: str, cont: str, config: PromptConfig) -> tuple[list[int], list[int]]:
+    """Encode prompt and continuation together and split at the prompt's token count.
+
+    Trailing spaces of ``prompt`` move to the front of ``cont`` (lm-eval's rule).
+    Raises ``PromptError`` when the continuation has no tokens after the split.
+    """
+    n_spaces = len(prompt) - len(prompt.rstrip(" "))
+    if n_spaces:
+        cont = prompt[-n_spaces:] + cont
+        prompt = prompt[:-n_spaces]
+    special = adds_special_tokens(config)
+    whole = list(tokenizer(prompt + cont, add_special_tokens=special).input_ids)
+    ctx = list(tokenizer(prompt, add_special_tokens=special).input_ids)
+    # Some tokenizers append EOS in their post-processor; it belongs to neither side.
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if special and eos is not None and ctx and ctx[-1] == eos and whole and whole[-1] == eos:
+        ctx, whole = ctx[:-1], whole[:-1]
+    cont_ids = whole[len(ctx):]
+    if not cont_ids:
+        raise PromptError(
+            f"the continuation {cont!r} has no tokens after the prompt {prompt[-40:]!r}: a token spans "
+            "the prompt/answer boundary (lm-eval issue 1053). Change the template or the answer prefix."
+        )
+    return whole[: len(ctx)], cont_ids
+
+
+def encode_facts(
+    tokenizer: Any, questions: Sequence[str], answers: Sequence[Sequence[str]], config: PromptConfig,
+    fact_ids: Sequence[str] | None = None,
+) -> list[tuple[list[int], list[list[int]]]]:
+    """For each fact, the prompt ids and one continuation id list per alias.
+
+    The prompt is the joint-tokenisation prefix of the first alias; every alias must
+    yield the same prefix (it does for tokenizers that do not merge across the
+    boundary), otherwise the fact is named in a ``PromptError``.
+    """
+    out = []
+    for i, (q, aliases) in enumerate(zip(questions, answers)):
+        name = fact_ids[i] if fact_ids is not None else str(i)
+        prompt = build_prompt(q, config, tokenizer)
+        ctx: list[int] | None = None
+        conts = []
+        for a in aliases:
+            try:
+                p, c = encode_pair(tokenizer, prompt, continuation(a, config), config)
+            except PromptError as err:
+                raise PromptError(f"fact {name}, answer {a!r}: {err}") from None
+            if ctx is None:
+                ctx = p
+            elif p != ctx:
+                raise PromptError(
+                    f"fact {name}: aliases tokenise the prompt differently at the boundary; "
+                    "use a template whose last character cannot merge with the answer"
+                )
+            conts.append(c)
+        out.append((ctx or [], conts))
+    return out
