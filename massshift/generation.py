@@ -72,6 +72,7 @@ class Generations:
     greedy: str
     samples: list[str]
     greedy_ids: list[int]
+    sample_ids: list[list[int]]  # generated token ids of each sample, stop token included
     truncated: int  # rows that hit max_new_tokens without a terminator
 
 
@@ -166,7 +167,7 @@ def generate_batch(
         rows = range(f * per, (f + 1) * per)
         results.append(Generations(
             greedy=answers[f * per], samples=[answers[r] for r in rows][1:],
-            greedy_ids=out_ids[f * per], truncated=sum(not finished[r] for r in rows),
+            greedy_ids=out_ids[f * per], sample_ids=[out_ids[r] for r in rows][1:], truncated=sum(not finished[r] for r in rows),
         ))
     return results
 
