@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check massshift tests benchmarks
+	$(BIN)/ruff check --output-format concise massshift tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -q

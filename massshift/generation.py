@@ -126,7 +126,7 @@ def generate_batch(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     stop = stop_token_mask(tokenizer, terminator).to(device)
-    n, per = config.n_samples, config.n_samples + 1
+    per = config.n_samples + 1
     logp, cache, pmask, plen = run_prompts(model, prompts, pad_id, "left")
     n_facts = len(prompts)
     row_fact = torch.arange(n_facts, device=device).repeat_interleave(per)

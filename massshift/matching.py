@@ -79,6 +79,8 @@ def is_correct(
         distractors: under ``contains``, values of the same relation that are not
             gold; a prediction naming any of them is wrong (anti-hedging).
     """
+    if mode not in ("exact", "contains"):
+        raise ValueError(f"unknown match mode {mode!r}; use 'exact' or 'contains'")
     pred = normalize(prediction)
     if not pred:
         return False
@@ -97,7 +99,7 @@ def is_correct(
                 if _contains_span(pred, nd):
                     return False
         return True
-    raise ValueError(f"unknown match mode {mode!r}; use 'exact' or 'contains'")
+    return False  # unreachable: mode checked above
 
 
 @dataclass(frozen=True)

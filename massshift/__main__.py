@@ -1,0 +1,5 @@
+"""``python -m massshift`` (and ``accelerate launch -m massshift``)."""
+
+from massshift.cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""The ``massshift`` command line: thin typer wrappers that parse, call library functions, save.
+
+Heavy imports (torch, transformers) happen inside command bodies, so ``--help``
+is instant. Logging and progress bars are set up here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="massshift", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
+    help="Did RL teach a language model new facts, or move probability mass onto facts it already held?",
+)
+logger = logging.getLogger("massshift")
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    _setup_logging(verbose)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+# Options shared by score and compare (one definition each) -------------------------------------------
+Samples = Annotated[int, typer.Option("--samples", "-n", help="Samples per fact (0: greedy only). Paper: 128.")]
+Temperature = Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")]
+TopP = Annotated[float, typer.Option("--top-p", help="Nucleus truncation (1.0: none).")]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer generated, in tokens.")]
+Seed = Annotated[int, typer.Option(help="Seed; samples are seeded per (seed, fact_id).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Alias rows per teacher-forcing pass.")]
+Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
+Threads = Annotated[int | None, typer.Option(help="Torch CPU threads (default: measured best for this machine).")]
+Template = Annotated[str, typer.Option(help="Prompt template with {question}.")]
+Chat = Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer's chat template.")]
+Instruction = Annotated[str, typer.Option(help="With --chat: a line before the question.")]
+AnswerPrefix = Annotated[str, typer.Option("--answer-prefix", help="Text after the prompt; the bare answer is scored after it.")]
+Match = Annotated[str, typer.Option(help="exact (default) or contains (for models that answer in sentences).")]
+Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: logprob (p(gold) >= eps) or sampling (>= 1 correct sample).")]
+Alpha = Annotated[float, typer.Option(help="eps = -ln(alpha)/n when --eps is not given.")]
+NRef = Annotated[int, typer.Option("--eps-n", help="n in eps = -ln(alpha)/n (paper: 128).")]
+Eps = Annotated[float | None, typer.Option(help="Probability line for tail-correct (overrides alpha and --eps-n).")]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Score cache root (default $MASSSHIFT_CACHE or ~/.cache/massshift).")]
+TrustRemote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with a checkpoint (off by default).")]
+BaseOpt = Annotated[str | None, typer.Option("--base", help="Base model of a PEFT adapter (default: from adapter_config.json).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config folder for a bare state-dict file.")]
+DeviceMap = Annotated[str | None, typer.Option("--device-map", help="'auto' to spread a large model over devices.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+
+
+def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                  batch_size: int, template: str, chat: bool, instruction: str, answer_prefix: str,
+                  match: str):
+    from massshift.generation import GenerationConfig
+    from massshift.matching import MatchConfig
+    from massshift.prompts import PromptConfig
+    from massshift.score_table import ScoreConfig
+    from massshift.scoring import ScoringConfig
+
+    try:
+        return ScoreConfig(
+            prompt=PromptConfig(template=template.replace("\\n", "\n"), chat=chat, instruction=instruction,
+                                answer_prefix=answer_prefix),
+            match=MatchConfig(mode=match),  # type: ignore[arg-type]
+            generation=GenerationConfig(n_samples=samples, temperature=temperature, top_p=top_p,
+                                        max_new_tokens=max_new_tokens, seed=seed),
+            scoring=ScoringConfig(batch_size=batch_size),
+        )
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _state_config(criterion: str, alpha: float, n: int, eps: float | None):
+    from massshift.categories import StateConfig
+
+    try:
+        return StateConfig(criterion=criterion, n=n, alpha=alpha, eps=eps)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _load_facts_or_fail(path: Path, skip_invalid: bool = False):
+    from massshift.facts import FactsError, load_facts
+
+    try:
+        return load_facts(path, skip_invalid=skip_invalid)
+    except FactsError as err:
+        _fail(str(err))
+
+
+def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
+               base: str | None, config_dir: Path | None, trust_remote_code: bool, device_map: str | None,
+               cache_dir: Path | None, progress: bool):
+    """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer)."""
+    import gc
+
+    from massshift.models import ModelLoadError, load_model
+    from massshift.progress import progress_bar
+    from massshift.score_table import score_facts
+
+    try:
+        model, tok, info = load_model(spec, dtype=dtype, device=device, base=base,
+                                      config=str(config_dir) if config_dir else None,
+                                      trust_remote_code=trust_remote_code, device_map=device_map)
+    except ModelLoadError as err:
+        _fail(str(err))
+    logger.info("%s: %s (%s, %.1fM parameters)", label, spec, info.kind, info.n_params / 1e6)
+    with progress_bar(len(facts), f"scoring {label}", enabled=progress or None) as advance:
+        table = score_facts(model, tok, facts, config, label=label, model_key=f"{info.weights_hash}:{info.vocab_hash}",
+                            cache_dir=cache_dir, state_config=state_config, on_facts=advance)
+    del model
+    gc.collect()
+    return table, info, tok
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Argument(help="Checkpoint: HF folder, hub id (cached), PEFT adapter, .gguf, state-dict file, or smollm2-135m.")],
+    facts: Annotated[Path, typer.Option("--facts", "-f", help="Facts file (.jsonl, .json, .csv, .parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    label: Annotated[str, typer.Option(help="Value of the table's model column.")] = "model",
+    samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
+    seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
+    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
+    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
+    criterion: Criterion = "logprob", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
+    config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Score one model on a facts file: writes OUT/scores.parquet, config.yaml, env.json."""
+    from massshift.models import set_threads
+    from massshift.rundir import init_run_dir, write_parquet
+
+    n_threads = set_threads(threads)
+    cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
+                        instruction, answer_prefix, match)
+    states = _state_config(criterion, alpha, eps_n, eps)
+    table_facts = _load_facts_or_fail(facts, skip_invalid)
+    settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
+                "states": states, "dtype": dtype, "device": device, "threads": n_threads}
+    init_run_dir(out, settings, seed=seed, device=device)
+    table, info, _ = _score_one(model, table_facts, cfg, states, label, dtype=dtype, device=device, base=base,
+                                config_dir=config, trust_remote_code=trust_remote_code, device_map=device_map,
+                                cache_dir=cache_dir, progress=not no_progress)
+    write_parquet(out / "scores.parquet", table)
+    from massshift.rundir import write_json
+
+    write_json(out / "model_info.json", info)
+    acc = table["greedy_correct"].mean()
+    typer.echo(f"{out / 'scores.parquet'}: {len(table)} facts, greedy accuracy {acc:.3f}")
+
+
+@app.command()
+def compare(
+    models: Annotated[list[str] | None, typer.Argument(help="BASE RL [RL2 ...]: checkpoints (omit with --base-scores/--rl-scores).")] = None,
+    facts: Annotated[Path | None, typer.Option("--facts", "-f", help="Facts file scored for both models.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
+    base_scores: Annotated[Path | None, typer.Option("--base-scores", help="Base score table (parquet) instead of a checkpoint.")] = None,
+    rl_scores: Annotated[list[Path] | None, typer.Option("--rl-scores", help="RL score table(s) instead of checkpoints.")] = None,
+    samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
+    seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
+    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
+    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
+    criterion: Criterion = "logprob", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for CIs.")] = 2000,
+    cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
+    config: ConfigOpt = None, device_map: DeviceMap = None, no_progress: NoProgress = False,
+) -> None:
+    """Compare BASE with one or more RL checkpoints on the same facts: matrix, statistics, figures, report."""
+    import pandas as pd
+
+    from massshift.models import check_same_tokenizer, set_threads
+    from massshift.report import CompareConfig, write_compare_report
+    from massshift.rundir import write_parquet
+    from massshift.schema import ScoreTableError
+
+    models = list(models or [])
+    if base_scores is None and len(models) < 2 and not (models and rl_scores):
+        _fail("give BASE and at least one RL checkpoint, or --base-scores and --rl-scores tables")
+    n_threads = set_threads(threads)
+    cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
+                        instruction, answer_prefix, match)
+    states = _state_config(criterion, alpha, eps_n, eps)
+    loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
+              "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
+              "progress": not no_progress}
+    table_facts = _load_facts_or_fail(facts) if facts is not None else None
+    specs = list(models)
+    tables: list[tuple[str, pd.DataFrame]] = []
+    infos = []
+    if base_scores is not None:
+        tables.append(("base", pd.read_parquet(base_scores)))
+    else:
+        if table_facts is None:
+            _fail("--facts is needed to score checkpoints")
+        t, info, tok = _score_one(specs.pop(0), table_facts, cfg, states, "base", **loaded)
+        tables.append(("base", t))
+        infos.append((info, tok))
+    for path in rl_scores or []:
+        tables.append((Path(path).stem, pd.read_parquet(path)))
+    for i, spec in enumerate(specs):
+        if table_facts is None:
+            _fail("--facts is needed to score checkpoints")
+        label = "rl" if len(specs) == 1 else f"rl{i + 1}:{Path(spec).name}"
+        t, info, tok = _score_one(spec, table_facts, cfg, states, label, **loaded)
+        if infos:
+            from massshift.models import ModelLoadError
+
+            try:
+                check_same_tokenizer(infos[0][0], infos[0][1], info, tok)
+            except ModelLoadError as err:
+                _fail(str(err))
+        infos.append((info, tok))
+        tables.append((label, t))
+    out.mkdir(parents=True, exist_ok=True)
+    for label, t in tables:
+        write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
+    ccfg = CompareConfig(criterion=states.criterion, n=states.n, alpha=states.alpha, eps=states.eps,
+                         n_boot=n_boot, seed=seed)
+    extra = {"command": "compare", "models": models, "facts": str(facts) if facts else None,
+             "score": cfg, "threads": n_threads}
+    try:
+        summary = write_compare_report(tables[0][1], tables[1:], out, ccfg, extra_config=extra, seed=seed)
+    except ScoreTableError as err:
+        _fail(str(err))
+    _echo_headline(summary, out)
+
+
+def _echo_headline(summary: dict, out: Path) -> None:
+    acc = summary.get("accuracy", {})
+    gain = summary.get("gain", {})
+    red = summary.get("redistribution", {})
+    typer.echo(f"report: {out / 'report.md'}")
+    try:
+        typer.echo(f"greedy accuracy: base {acc['base']['value']:.3f} -> rl {acc['rl']['value']:.3f} "
+                   f"(relative gain {gain['relative']['value']:+.1%})")
+        typer.echo(f"redistribution share (newly greedy-correct that were tail-correct): {red['share']['value']}")
+    except (KeyError, TypeError):
+        pass
+
+
+@app.command()
+def figures(
+    run_dir: Annotated[Path, typer.Argument(help="A compare run directory.")],
+    copy_to: Annotated[Path | None, typer.Option("--copy-to", help="Also copy the PNGs here (e.g. figures/).")] = None,
+) -> None:
+    """Re-draw every figure of a compare run from its tables (no model is loaded)."""
+    import shutil
+
+    from massshift.plots import draw_all
+
+    paths = draw_all(run_dir)
+    if copy_to is not None:
+        copy_to.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            if str(p).endswith(".png"):
+                shutil.copy(p, copy_to / Path(p).name)
+    typer.echo(f"{len(paths)} figure files in {run_dir / 'figures'}")
+
+
+@app.command()
+def split(
+    file: Annotated[Path, typer.Argument(help="Facts file to split.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    test_size: Annotated[float, typer.Option("--test-size", help="Share of facts on the test side.")] = 0.5,
+    seed: Seed = 0,
+) -> None:
+    """Fact-level train/test split: no fact (or paraphrase of it) on both sides; writes an audit."""
+    from massshift.split import split_facts, verify_disjoint, write_split
+
+    facts = _load_facts_or_fail(file)
+    result = split_facts(facts, test_size=test_size, seed=seed)
+    overlaps = verify_disjoint(result.train, result.test)
+    if overlaps:
+        _fail(f"split left {len(overlaps)} overlapping facts; this is a bug, please report it")
+    write_split(result, out, {"command": "split", "file": str(file), "test_size": test_size, "seed": seed})
+    typer.echo(f"{out}: train {len(result.train)}, test {len(result.test)} facts, 0 overlapping")
+
+
+@app.command()
+def dedup(
+    train: Annotated[Path, typer.Argument(help="Train facts file.")],
+    test: Annotated[Path, typer.Argument(help="Test facts file to clean.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+) -> None:
+    """Remove from TEST every fact that overlaps TRAIN (the paper's fact-level deduplication)."""
+    from massshift.split import dedup as dedup_facts
+    from massshift.split import write_dedup
+
+    result = dedup_facts(_load_facts_or_fail(train), _load_facts_or_fail(test))
+    write_dedup(result, out, {"command": "dedup", "train": str(train), "test": str(test)})
+    typer.echo(f"{out}: kept {len(result.test)} test facts, removed {len(result.audit)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
