@@ -30,7 +30,8 @@ class NotATensor:
 
 
 def _make_tokenizer(corpus: list[str], eos: str = "</s>", pad: str | None = None):
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(tok_models.BPE(unk_token="<unk>"))
