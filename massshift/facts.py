@@ -81,7 +81,7 @@ class FactsError(ValueError):
 
 
 class _RowError(Exception):
-    """One bad row; ``load_facts`` turns it into a ``FactsError`` or a skipped-row message."""
+    """One bad row; ``_build`` turns it into a ``FactsError`` or a skipped-row message."""
 
     def __init__(self, field: str, reason: str, number: int = 0) -> None:
         super().__init__(reason)
@@ -101,13 +101,9 @@ def make_fact_id(question: str, answers: Iterable[str]) -> str:
 
 
 def detect_schema(records: list[Mapping[str, Any]]) -> str | None:
-    """The preset whose fields ``records`` carry, or None when no preset fits.
-
-    Order: popqa (``possible_answers``), simpleqa (``problem``), triviaqa (``answer``
-    a dict, or ``answer.value``/``answer.aliases`` columns); then ``answers``:
-    canonical when any of fact_id/id/subject/relation/object/popularity is there,
-    else entityquestions; then ``answer``: nq_open when it is a list, else canonical.
-    """
+    """The preset whose fields ``records`` carry, or None: popqa (possible_answers), simpleqa
+    (problem), triviaqa (answer a dict, or answer.value/aliases columns), canonical (answers plus
+    any canonical-only field) before entityquestions, nq_open (answer a list) before canonical."""
     columns = _columns(records)
     first_answer = _first_present(records, "answer")
     if "possible_answers" in columns:
@@ -159,16 +155,10 @@ def save_facts(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise FactsError(f"{path}: the table to save lacks column(s) {', '.join(missing)}")
     lines = []
     for rec in df.to_dict("records"):
-        out: dict[str, Any] = {}
-        for col in FACT_COLUMNS:
-            value = rec.get(col)
-            if col == "answers":
-                value = [str(a) for a in value]
-            elif _missing(value):
-                value = None
-            elif col == "popularity":
-                value = float(value)
-            out[col] = value
+        out = {c: None if c != "answers" and _missing(rec.get(c)) else rec.get(c) for c in FACT_COLUMNS}
+        out["answers"] = [str(a) for a in out["answers"]]
+        if out["popularity"] is not None:
+            out["popularity"] = float(out["popularity"])
         lines.append(json.dumps(out, ensure_ascii=False))
     write_text(path, "".join(line + "\n" for line in lines))
     logger.info("wrote %d facts to %s", len(lines), path)
@@ -390,7 +380,7 @@ def _popularity(rec: Mapping[str, Any], field: str) -> float:
     if _missing(value):
         return math.nan
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool):  # True is an int to Python, not a popularity
             raise TypeError
         return float(value)
     except (TypeError, ValueError):
@@ -398,7 +388,7 @@ def _popularity(rec: Mapping[str, Any], field: str) -> float:
 
 
 def _missing(value: Any) -> bool:
-    if value is None or isinstance(value, str) and not value.strip():
+    if value is None or value is pd.NA or isinstance(value, str) and not value.strip():
         return True
     return isinstance(value, float) and math.isnan(value)
 
@@ -409,7 +399,7 @@ def _short(value: Any) -> str:
 
 
 def _columns(records: list[Mapping[str, Any]]) -> set[str]:
-    return {str(k) for rec in records for k in rec}
+    return {str(k) for rec in records for k in rec}  # the union: jsonl rows may differ in keys
 
 
 def _first_present(records: list[Mapping[str, Any]], field: str) -> Any:

@@ -175,6 +175,15 @@ def test_simpleqa_csv(tmp_path):
     assert rows(df) == [fact(make_fact_id(q, ["Michio Sugeno"]), q, ["Michio Sugeno"])]
 
 
+def test_canonical_parquet_with_missing_values(tmp_path):
+    path = tmp_path / "facts.parquet"
+    pd.DataFrame({"fact_id": ["a", "b"], "question": ["Q1?", "Q2?"], "answers": [["x", "X "], ["y"]],
+                  "subject": ["S", None], "relation": [None, "r"], "object": ["x", None],
+                  "popularity": [2.5, None]}).to_parquet(path, index=False)
+    assert rows(load_facts(path)) == [fact("a", "Q1?", ["x", "X"], "S", None, "x", 2.5),
+                                      fact("b", "Q2?", ["y"], None, "r", None, None)]
+
+
 def test_explicit_schema_overrides_detection(tmp_path):
     path = write_jsonl(tmp_path / "f.jsonl", [{"question": "Q?", "answers": ["a"], "subject": "S"}])
     assert load_facts(path)["subject"].tolist() == ["S"]
@@ -216,6 +225,7 @@ def bad_line(tmp_path: Path, record_line: str, name: str = "bad.jsonl") -> Path:
     ('{"question": "Q?", "answers": 3}', "'answers'", "must be a list of strings, got int 3"),
     ('{"question": "Q?", "answers": ["a", 2]}', "'answers'", "only strings, got int 2"),
     ('{"question": "Q?", "answers": ["a"], "popularity": "high"}', "'popularity'", "must be a number"),
+    ('{"question": "Q?", "answers": ["a"], "popularity": true}', "'popularity'", "must be a number, got bool"),
     ('{"question": "Q?", "answers": ["a"], "subject": 12}', "'subject'", "must be a string"),
     ('{"question": "Q?", "answers": ["a"], "id": 1.5}', "'id'", "string or an integer"),
     ('["Q?", "a"]', "(record)", "expected an object"),
