@@ -1,0 +1,98 @@
+"""Score tables: columns, per-fact numbers, pass@k columns, cache hits and crash resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+import massshift.score_table as st
+from conftest import FACTS
+from massshift.generation import GenerationConfig
+from massshift.schema import SCORE_COLUMNS, check_score_table
+from massshift.score_table import ScoreConfig, answer_counts, entropy_nats, pass_at_k_ks, score_facts
+
+
+@pytest.fixture()
+def facts():
+    return pd.DataFrame({"fact_id": [f"f{i}" for i in range(len(FACTS))],
+                         "question": [f["question"] for f in FACTS],
+                         "answers": [f["answers"] for f in FACTS],
+                         "relation": ["capital"] * len(FACTS)})
+
+
+CFG = ScoreConfig(generation=GenerationConfig(n_samples=8, max_new_tokens=4), chunk_size=3)
+
+
+def test_table_has_the_contract_columns(tokenizer, tiny_model, facts):
+    table = score_facts(tiny_model, tokenizer, facts, CFG, label="base")
+    check_score_table(table)
+    assert list(table.columns[: len(SCORE_COLUMNS)]) == list(SCORE_COLUMNS)
+    assert (table["model"] == "base").all() and list(table["fact_id"]) == list(facts["fact_id"])
+    assert (table["relation"] == "capital").all()
+    for _, row in table.iterrows():
+        counts = json.loads(row["sample_answers"])
+        assert sum(counts.values()) == row["n_samples"] == 8
+        assert 0 <= row["n_correct"] <= 8
+        assert row["answer_entropy"] == pytest.approx(entropy_nats(counts))
+        assert row["pass_at_8"] == float(row["n_correct"] > 0)
+        assert row["state"] in ("greedy-correct", "tail-correct", "absent")
+        assert math.isfinite(row["logp_gold"]) and row["logp_gold"] < 0
+        assert row["best_alias"] in row["answers"]
+
+
+def test_matcher_replaces_matching(tokenizer, tiny_model, facts):
+    table = score_facts(tiny_model, tokenizer, facts, CFG, matcher=lambda pred, answers: True)
+    assert table["greedy_correct"].all() and (table["n_correct"] == 8).all()
+    assert (table["state"] == "greedy-correct").all()
+
+
+def test_cache_hit_and_crash_resume(tokenizer, tiny_model, facts, tmp_path, monkeypatch):
+    full = score_facts(tiny_model, tokenizer, facts, CFG, model_key="m", cache_dir=tmp_path / "a")
+    calls = []
+    crash = {"at": 2}
+    real = st.score_chunk
+
+    def crashing(model, tok, chunk, *args, **kw):
+        calls.append(list(chunk["fact_id"]))
+        if len(calls) == crash["at"]:
+            raise RuntimeError("simulated crash")
+        return real(model, tok, chunk, *args, **kw)
+
+    monkeypatch.setattr(st, "score_chunk", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score_facts(tiny_model, tokenizer, facts, CFG, model_key="m", cache_dir=tmp_path / "b")
+    chunks = sorted((tmp_path / "b" / "scores").glob("*/chunk-*.parquet"))
+    assert len(chunks) == 1  # one finished chunk, nothing half-written
+    assert not list((tmp_path / "b" / "scores").glob("*/.*tmp"))
+    calls.clear()
+    crash["at"] = -1
+    resumed = score_facts(tiny_model, tokenizer, facts, CFG, model_key="m", cache_dir=tmp_path / "b")
+    assert [len(c) for c in calls] == [3, 2]  # only the missing chunks were computed
+    pd.testing.assert_frame_equal(resumed, full)
+    calls.clear()
+    again = score_facts(tiny_model, tokenizer, facts, CFG, model_key="m", cache_dir=tmp_path / "b")
+    assert calls == []  # a repeated run computes nothing
+    pd.testing.assert_frame_equal(again, full)
+    # another setting is another cache entry, never a silent mix
+    other = ScoreConfig(generation=GenerationConfig(n_samples=8, max_new_tokens=4, seed=1), chunk_size=3)
+    score_facts(tiny_model, tokenizer, facts, other, model_key="m", cache_dir=tmp_path / "b")
+    assert len(calls) == 3
+
+
+def test_empty_facts_is_an_error(tokenizer, tiny_model, facts):
+    with pytest.raises(ValueError, match="empty"):
+        score_facts(tiny_model, tokenizer, facts.iloc[:0], CFG)
+
+
+def test_helpers():
+    assert answer_counts(["Paris", "the paris", "Rome"]) == {"paris": 2, "rome": 1}
+    assert entropy_nats({"a": 2, "b": 2}) == pytest.approx(math.log(2))
+    assert math.isnan(entropy_nats({}))
+    assert pass_at_k_ks(128) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert pass_at_k_ks(10) == [1, 2, 4, 8, 10]
+    with pytest.raises(ValueError, match="terminator"):
+        from massshift.matching import MatchConfig
+        ScoreConfig(match=MatchConfig(terminator="."))
