@@ -32,6 +32,7 @@ Matcher = Callable[[str, Sequence[str]], bool]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
+_ASCII_PUNCT_TO_SPACE = str.maketrans({ch: " " for ch in string.punctuation})
 
 
 def normalize(text: str) -> str:
@@ -40,6 +41,9 @@ def normalize(text: str) -> str:
     Unicode punctuation (category P*) is removed as well as ASCII punctuation, so
     that "São Tomé." and "são tomé" normalise alike; letters keep their accents.
     """
+    if text.isascii():  # fast path, same result: ASCII has no other punctuation
+        text = text.lower().translate(_ASCII_PUNCT_TO_SPACE)
+        return " ".join(_ARTICLES.sub(" ", text).split())
     text = unicodedata.normalize("NFC", text).lower()
     text = "".join(
         " " if (ch in _PUNCT or unicodedata.category(ch).startswith("P")) else ch for ch in text
