@@ -132,6 +132,8 @@ def load_model(
     if device_map is None:
         model.to(device)
     model.eval()
+    if kind != "peft":  # adapters trained on this model then name `spec` as their base, which load_model reads
+        model.name_or_path = model.config.name_or_path = str(spec)
     _ensure_pad_token(tokenizer)
     info = ModelInfo(
         source=str(spec), kind=kind, path=str(path), weights_hash=hash_weights(model),
@@ -220,8 +222,8 @@ def _hub_folder(repo_id: str) -> Path:
     except (LocalEntryNotFoundError, FileNotFoundError) as err:
         raise ModelLoadError(
             f"{repo_id}: the model is not in the local Hugging Face cache and massshift never downloads. "
-            f"On a machine with network run `huggingface-cli download {repo_id}` (set HF_HOME to share the "
-            "cache), or pass a local model folder instead"
+            f"On a machine with network run `huggingface-cli download {repo_id}` (or `hf download {repo_id}`; "
+            "HF_HOME says where the cache is), or pass a local model folder instead"
         ) from err
 
 

@@ -135,7 +135,7 @@ def test_state_dict_beside_config(fmt, config_folder, tmp_path, tiny_model, ref_
         torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}, path)
     model, _, info = load_model(str(path))
     assert torch.equal(_logits(model, input_ids), ref_logits)
-    assert info.kind == "state_dict" and info.path == str(folder)
+    assert info.kind == "state_dict" and info.path == str(folder) and model.name_or_path == str(path)
     assert info.weights_hash == folder_load[2].weights_hash
     assert info.config_hash == folder_load[2].config_hash
 
@@ -213,6 +213,22 @@ def test_uncached_hub_id_fails_fast_offline(monkeypatch):
         load_model("massshift-test/no-such-model")
     assert time.perf_counter() - start < 5
     assert "huggingface-cli download massshift-test/no-such-model" in str(err.value)
+
+
+def test_cached_hub_id_loads_offline(monkeypatch, tmp_path, hf_folder, input_ids, ref_logits):
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--massshift-test--tiny"
+    shutil.copytree(hf_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, _, info = load_model("massshift-test/tiny")
+    assert info.kind == "hub" and info.path == str((repo / "snapshots" / commit).resolve())
+    assert model.name_or_path == "massshift-test/tiny"
+    assert torch.equal(_logits(model, input_ids), ref_logits)
 
 
 def test_missing_paths_and_packages(monkeypatch, tmp_path):
