@@ -89,6 +89,11 @@ class _Options:
         """``trust_remote_code`` is passed only when it is on."""
         return {"trust_remote_code": True} if self.trust_remote_code else {}
 
+    @property
+    def weights(self) -> dict[str, Any]:
+        """dtype, and device_map when one is given, for ``from_pretrained``."""
+        return {"dtype": _DTYPES[self.dtype], **({"device_map": self.device_map} if self.device_map else {})}
+
 
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op threads to ``n`` (None: ``min(2, cpu_count)``) and inter-op threads to 1 once."""
@@ -187,11 +192,8 @@ def _from_folder(spec: str, folder: Path, opts: _Options) -> tuple[Any, Any]:
     """Model and tokenizer from a Hugging Face folder."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": _DTYPES[opts.dtype], **opts.remote}
-    if opts.device_map is not None:
-        kwargs["device_map"] = opts.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **opts.weights, **opts.remote)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{spec}: transformers could not load the model in {folder}: {err}") from err
     return model, _load_tokenizer(spec, folder, opts)
@@ -386,11 +388,8 @@ def _load_state_dict(path: Path, opts: _Options, config: str | None) -> tuple[An
             f"{path}: its keys do not fit the model in {cfg_dir}: {len(missing)} missing "
             f"(e.g. {sorted(missing)[:3]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]})"
         )
-    kwargs: dict[str, Any] = {"dtype": _DTYPES[opts.dtype]}
-    if opts.device_map is not None:
-        kwargs["device_map"] = opts.device_map
     try:
-        model = type(skeleton).from_pretrained(None, config=model_config, state_dict=state, **kwargs)
+        model = type(skeleton).from_pretrained(None, config=model_config, state_dict=state, **opts.weights)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{path}: could not load the weights into the model of {cfg_dir}: {err}") from err
     return model, _load_tokenizer(str(path), cfg_dir, opts)

@@ -241,6 +241,25 @@ def test_missing_paths_and_packages(monkeypatch, tmp_path):
         load_model(str(tmp_path), dtype="float8")
 
 
+def test_remote_code_and_device_map_are_passed_only_when_asked(monkeypatch, hf_folder):
+    from transformers import AutoModelForCausalLM
+
+    calls: list[dict] = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        calls.append(kwargs)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    load_model(str(hf_folder))
+    model, _, _ = load_model(str(hf_folder), trust_remote_code=True, device_map="cpu")
+    assert "trust_remote_code" not in calls[0] and "device_map" not in calls[0]
+    assert calls[1]["trust_remote_code"] is True and calls[1]["device_map"] == "cpu"
+    assert calls[0]["dtype"] == torch.float32
+    assert next(model.parameters()).device.type == "cpu"
+
+
 def test_bfloat16_load(hf_folder, folder_load):
     model, _, info = load_model(str(hf_folder), dtype="bfloat16")
     assert info.dtype == "bfloat16" and next(model.parameters()).dtype == torch.bfloat16
