@@ -5,12 +5,9 @@ Every function takes the merged table written by ``transitions.merge_models``
 tidy DataFrame, keyed by the names used in ``summary.json``. :func:`summarise`
 assembles them all.
 
-Confidence intervals come from one paired bootstrap over facts: every statistic
-is recomputed on the same ``n_boot`` resamples of fact indices, drawn from
-``np.random.default_rng(seed)`` (no global state), and the interval is the
-percentile interval. Resamples where a ratio is undefined (zero denominator)
-are left out of its interval. An estimate is ``{"value": v, "ci": [lo, hi]}``;
-undefined numbers are ``None`` in JSON.
+Confidence intervals come from one paired bootstrap over facts
+(``massshift.bootstrap``; ``StatsConfig`` is re-exported here). An estimate is
+``{"value": v, "ci": [lo, hi]}``; undefined numbers are ``None`` in JSON.
 
 :func:`pass_at_k` is the project's one definition of the unbiased pass@k
 estimator (Chen et al. 2021; used by Yue et al. 2025, arXiv 2504.13837).
@@ -20,15 +17,22 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from massshift.bootstrap import (
+    Bootstrap,
+    StatsConfig,
+    as_number,
+    count_stat,
+    masked_stat,
+    mean_stat,
+    ratio_stat,
+)
 from massshift.categories import (
     ABSENT,
     CRITERIA,
@@ -45,101 +49,6 @@ from massshift.schema import STATES, ScoreTableError
 from massshift.transitions import model_view, row_normalise, state_codes, transition_matrix
 
 logger = logging.getLogger(__name__)
-
-Stat = Callable[[np.ndarray], np.ndarray]  # (n_resamples, n_facts) indices -> (n_resamples, ...) values
-
-
-@dataclass(frozen=True)
-class StatsConfig:
-    """Bootstrap settings.
-
-    Attributes:
-        n_boot: number of paired bootstrap resamples (2000).
-        ci: confidence level of the percentile intervals (0.95).
-        seed: seed of ``np.random.default_rng`` for the resamples (0).
-    """
-
-    n_boot: int = 2000
-    ci: float = 0.95
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, (int, np.integer)) or self.n_boot < 1:
-            raise ValueError(f"StatsConfig.n_boot must be an integer >= 1 (e.g. 2000), got {self.n_boot!r}.")
-        if not (0.0 < float(self.ci) < 1.0):
-            raise ValueError(f"StatsConfig.ci must lie strictly between 0 and 1 (e.g. 0.95), got {self.ci!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"StatsConfig.seed must be a non-negative integer, got {self.seed!r}.")
-
-
-class Bootstrap:
-    """Paired bootstrap over ``n`` facts: the same resamples for every statistic."""
-
-    def __init__(self, n: int, config: StatsConfig | None = None, chunk: int = 256) -> None:
-        self.n, self.config, self.chunk = int(n), config or StatsConfig(), chunk
-        self._cache: list[np.ndarray] | None = None
-        if self.n * self.config.n_boot <= 4_000_000:  # small enough to keep in memory
-            self._cache = list(self._draw())
-
-    def _draw(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng(self.config.seed)
-        done = 0
-        while done < self.config.n_boot:
-            size = min(self.chunk, self.config.n_boot - done)
-            yield rng.integers(0, self.n, size=(size, self.n))
-            done += size
-
-    def replicates(self, stat: Stat) -> np.ndarray:
-        """``stat`` evaluated on every resample, stacked along axis 0."""
-        chunks = self._cache if self._cache is not None else self._draw()
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of masked medians
-            return np.concatenate([np.asarray(stat(idx), dtype=float) for idx in chunks], axis=0)
-
-    def point(self, stat: Stat) -> np.ndarray:
-        """``stat`` on the observed sample (the identity resample)."""
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(stat(np.arange(self.n)[None, :]), dtype=float)[0]
-
-    def interval(self, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval per statistic, ignoring resamples where it is undefined."""
-        tail = 100.0 * (1.0 - self.config.ci) / 2.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            reps = np.where(np.isfinite(reps), reps, np.nan)
-            lo, hi = np.nanpercentile(reps, [tail, 100.0 - tail], axis=0)
-        return lo, hi
-
-    def estimate(self, stat: Stat) -> dict[str, Any]:
-        """``{"value": point, "ci": [lo, hi]}`` for a scalar statistic."""
-        value = float(self.point(stat))
-        lo, hi = self.interval(self.replicates(stat))
-        return {"value": _num(value), "ci": [_num(lo), _num(hi)]}
-
-
-def _num(x: Any) -> float | None:
-    """A plain float for JSON, or None when undefined (NaN or infinite)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _mean(x: np.ndarray) -> Stat:
-    return lambda idx: x[idx].mean(axis=1)
-
-
-def _count(mask: np.ndarray) -> Stat:
-    return lambda idx: mask[idx].sum(axis=1).astype(float)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> Stat:
-    return lambda idx: num[idx].sum(axis=1) / den[idx].sum(axis=1)
-
-
-def _masked(values: np.ndarray, mask: np.ndarray, reduce: Callable[..., np.ndarray]) -> Stat:
-    masked = np.where(mask, values, np.nan)
-    return lambda idx: reduce(masked[idx], axis=1)
-
 
 # ----------------------------------------------------------------------------- pass@k
 
@@ -209,7 +118,7 @@ def accuracy_and_gain(merged: pd.DataFrame, boot: Bootstrap) -> dict[str, Any]:
     """Greedy accuracy of both models and the absolute and relative gain, with paired CIs."""
     gb, gr = (x.astype(float) for x in _greedy(merged))
     return {
-        "accuracy": {"base": boot.estimate(_mean(gb)), "rl": boot.estimate(_mean(gr))},
+        "accuracy": {"base": boot.estimate(mean_stat(gb)), "rl": boot.estimate(mean_stat(gr))},
         "gain": {
             "absolute": boot.estimate(lambda idx: gr[idx].mean(axis=1) - gb[idx].mean(axis=1)),
             "relative": boot.estimate(lambda idx: gr[idx].mean(axis=1) / gb[idx].mean(axis=1) - 1.0),
@@ -240,8 +149,8 @@ def redistribution(merged: pd.DataFrame, base_states: np.ndarray, boot: Bootstra
         "n_new_greedy": int(new.sum()),
         "from_tail": int(tail.sum()),
         "from_absent": int(absent.sum()),
-        "share_tail": boot.estimate(_ratio(tail, new)),
-        "share_absent": boot.estimate(_ratio(absent, new)),
+        "share_tail": boot.estimate(ratio_stat(tail, new)),
+        "share_absent": boot.estimate(ratio_stat(absent, new)),
     }
 
 
@@ -250,8 +159,8 @@ def churn(merged: pd.DataFrame, base_states: np.ndarray, rl_states: np.ndarray, 
     gb, gr = _greedy(merged)
     gained, lost = ~gb & gr, gb & ~gr
     return {
-        "gained": boot.estimate(_count(gained)),
-        "lost": boot.estimate(_count(lost)),
+        "gained": boot.estimate(count_stat(gained)),
+        "lost": boot.estimate(count_stat(lost)),
         "net": boot.estimate(lambda idx: gained[idx].sum(axis=1) - lost[idx].sum(axis=1).astype(float)),
         "gained_from": {s: int((gained & (base_states == s)).sum()) for s in (TAIL, ABSENT)},
         "lost_to": {s: int((lost & (rl_states == s)).sum()) for s in (TAIL, ABSENT)},
@@ -277,7 +186,7 @@ def logp_shift(merged: pd.DataFrame, base_states: np.ndarray, boot: Bootstrap) -
     for state in (*STATES, "all"):
         in_state = np.ones(len(lb), bool) if state == "all" else base_states == state
         mask = in_state & finite
-        est = boot.estimate(_masked(shift, mask, np.nanmedian)) if mask.any() else {"value": None, "ci": [None, None]}
+        est = boot.estimate(masked_stat(shift, mask, np.nanmedian)) if mask.any() else {"value": None, "ci": [None, None]}
         out[state] = {"median": est, "n": int(mask.sum()), "n_nonfinite": int((in_state & ~finite).sum())}
     return out
 
@@ -293,9 +202,9 @@ def entropy(merged: pd.DataFrame, boot: Bootstrap) -> dict[str, Any] | None:
     with np.errstate(invalid="ignore"):
         change = np.where(both, hr - hb, np.nan)
     return {
-        "base": boot.estimate(_masked(hb, fb, np.nanmean)),
-        "rl": boot.estimate(_masked(hr, fr, np.nanmean)),
-        "change": boot.estimate(_masked(change, both, np.nanmean)),
+        "base": boot.estimate(masked_stat(hb, fb, np.nanmean)),
+        "rl": boot.estimate(masked_stat(hr, fr, np.nanmean)),
+        "change": boot.estimate(masked_stat(change, both, np.nanmean)),
         "n": {"base": int(fb.sum()), "rl": int(fr.sum()), "both": int(both.sum())},
     }
 
@@ -394,14 +303,19 @@ def _nested_counts(base_states: np.ndarray, rl_states: np.ndarray) -> dict[str, 
 # ----------------------------------------------------------------------------- everything
 
 def summarise(
-    merged: pd.DataFrame, state_config: StateConfig | None = None, stats_config: StatsConfig | None = None
+    merged: pd.DataFrame, state_config: StateConfig | Any | None = None, stats_config: StatsConfig | None = None
 ) -> dict[str, Any]:
     """Every statistic of a comparison as one JSON-able dict (the content of summary.json).
+
+    ``state_config`` may also be a ``report.CompareConfig`` (anything with
+    ``state_config`` and ``stats_config`` attributes), which then supplies both.
 
     States are recomputed from the raw columns with ``state_config``; sampling-based
     numbers (agreement, pass@k, sampling variants, SliCK, entropy) are ``None`` unless
     both models have samples on every fact. Deterministic for a given ``stats_config.seed``.
     """
+    if hasattr(state_config, "state_config") and hasattr(state_config, "stats_config"):
+        state_config, stats_config = state_config.state_config, stats_config or state_config.stats_config
     state_config, stats_config = state_config or StateConfig(), stats_config or StatsConfig()
     if len(merged) == 0:
         raise ScoreTableError("cannot summarise an empty comparison: the merged table has no facts")
@@ -470,5 +384,5 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return _num(obj)
+        return as_number(obj)
     return obj

@@ -255,3 +255,9 @@ def test_empty_and_bad_config():
     for kwargs in ({"n_boot": 0}, {"ci": 1.0}, {"seed": -1}):
         with pytest.raises(ValueError, match="StatsConfig"):
             StatsConfig(**kwargs)
+
+
+def test_summarise_accepts_a_compare_config(merged, summary):
+    from massshift.report import CompareConfig
+
+    assert summarise(merged, CompareConfig(n_boot=N_BOOT, seed=0)) == summary
