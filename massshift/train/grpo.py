@@ -1,0 +1,394 @@
+"""A small GRPO trainer for zero-shot, one-hop, closed-book QA with a binary correctness reward.
+
+Each step draws ``batch_size`` questions, samples ``num_generations`` (G)
+completions per question with ``massshift.generation`` (one prompt pass per
+question, seeded by (seed, step, fact_id)), rewards each completion 1/0 with
+``matching.is_correct`` (or a user ``reward_fn``), turns rewards into group
+advantages and takes ``num_iterations`` clipped policy-gradient steps.
+
+Departures from GRPO as published (DeepSeekMath, arXiv 2402.03300) and from
+the RL setup of arXiv 2605.07153, which massshift reproduces:
+
+1. Loss aggregation is token-level (DAPO): the sum over every completion token
+   of the batch divided by the number of those tokens, not the per-sequence
+   1/|o_i| mean of the paper.
+2. KL is optional: ``beta`` defaults to 0 and then no reference model is kept
+   (TRL's default since v0.19, Dr. GRPO, DAPO). With ``beta > 0`` the penalty
+   is the paper's k3 estimator against the frozen initial policy (with LoRA:
+   the base model with the adapter switched off).
+3. Advantages are (r - mean) / (std + 1e-4) with the unbiased in-group std, or
+   r - mean with ``scale_rewards="none"`` (Dr. GRPO, arXiv 2503.20783).
+4. One rollout batch is one optimizer step per pass; ``num_iterations`` passes
+   reuse it (the paper's mu). Micro-batches only accumulate gradients, so the
+   numbers do not depend on ``micro_batch_size``.
+5. Old log-probs come from teacher forcing the sampled ids, not from the
+   sampler (the same model and temperature, so the first pass's ratio is 1 up
+   to round-off). With ``num_iterations == 1`` they are the detached current
+   log-probs, which is the same number. With ``temperature != 1`` every
+   log-prob (ratio, KL, entropy) uses logits / temperature: the distribution
+   the completions were sampled from, not the untempered policy.
+6. Constant learning rate without warmup, AdamW, gradient clipping at
+   ``max_grad_norm``, dropout off (the model stays in eval mode).
+7. The completion includes the stop token (the terminator or EOS), so
+   stopping is learned; a truncated completion is rewarded on its text like
+   any other (no masking, no penalty). No format reward, no chain of thought.
+8. Each prompt's greedy answer comes free with the samples (generation's row
+   0); it is logged as ``greedy_reward`` and never trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from massshift.generation import GenerationConfig, generate, stop_token_mask
+from massshift.matching import MatchConfig, Matcher
+from massshift.prompts import PromptConfig
+from massshift.rundir import init_run_dir, write_json
+from massshift.train.common import (
+    ConfigIO,
+    TrainLog,
+    TrainResult,
+    apply_lora,
+    batch_indices,
+    check_facts,
+    completion_logprobs,
+    derive_seed,
+    greedy_accuracy,
+    make_optimizer,
+    prompt_ids_for,
+    save_final,
+    save_training_figure,
+    torch_threads,
+    training_loop,
+)
+
+logger = logging.getLogger(__name__)
+
+RewardFn = Callable[[str, list[str]], float]
+
+
+@dataclass(frozen=True)
+class GRPOConfig(ConfigIO):
+    """Settings of a GRPO run (every field is written to the run's config.yaml).
+
+    Attributes:
+        steps: optimizer rollouts (each is ``num_iterations`` optimizer steps).
+        batch_size: questions per step.
+        num_generations: completions per question (G, at least 2).
+        lr: AdamW learning rate (1e-5 suits real models; tiny test models need ~1e-3).
+        beta: weight of the k3 KL penalty to the initial policy (0: no reference model).
+        epsilon: clipping range of the importance ratio.
+        num_iterations: optimizer passes over each rollout batch.
+        scale_rewards: ``group`` (divide by the in-group std) or ``none`` (Dr. GRPO).
+        temperature: sampling temperature; log-probs use logits / temperature.
+        max_new_tokens: most completion tokens (too few silently zeroes rewards, TRL issue 5697).
+        max_grad_norm: gradient-norm clipping.
+        weight_decay: AdamW weight decay.
+        micro_batch_size: completions per forward/backward (0: the whole batch at once).
+        seed: seeds data order, sampling and checkpoints' RNG state.
+        save_every: write a checkpoint every this many steps (0: only the final model).
+        eval_every: greedy accuracy on the eval facts every this many steps (0: only at start and end).
+        match_mode: ``exact`` or ``contains`` (massshift.matching).
+        max_words: under ``contains``, longer predictions are wrong.
+        lora_r: LoRA rank (0: full fine-tuning).
+        lora_alpha: LoRA alpha.
+        threads: torch CPU threads during training (None: leave the current setting).
+    """
+
+    steps: int = 200
+    batch_size: int = 8
+    num_generations: int = 8
+    lr: float = 1e-5
+    beta: float = 0.0
+    epsilon: float = 0.2
+    num_iterations: int = 1
+    scale_rewards: str = "group"
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    micro_batch_size: int = 0
+    seed: int = 0
+    save_every: int = 50
+    eval_every: int = 25
+    match_mode: str = "exact"
+    max_words: int = 12
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"GRPOConfig: {msg}")
+
+        need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.batch_size >= 1, f"batch_size (questions per step) must be >= 1, got {self.batch_size}")
+        need(self.num_generations >= 2, f"num_generations must be >= 2: a group of one has no advantage "
+             f"(GRPO compares completions of the same question); got {self.num_generations}, try 8")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.beta >= 0, f"beta must be >= 0 (0 turns the KL penalty off), got {self.beta}")
+        need(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}; the usual value is 0.2")
+        need(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        need(self.scale_rewards in ("group", "none"),
+             f"scale_rewards must be 'group' or 'none' (Dr. GRPO), got {self.scale_rewards!r}")
+        need(self.temperature > 0, f"temperature must be > 0 (at 0 every sample is the greedy answer and "
+             f"no group has reward variance), got {self.temperature}; use 1.0")
+        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.micro_batch_size >= 0, f"micro_batch_size must be >= 0 (0: whole batch), got {self.micro_batch_size}")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(self.save_every >= 0, f"save_every must be >= 0 (0: final model only), got {self.save_every}")
+        need(self.eval_every >= 0, f"eval_every must be >= 0 (0: start and end only), got {self.eval_every}")
+        need(self.match_mode in ("exact", "contains"), f"match_mode must be 'exact' or 'contains', got {self.match_mode!r}")
+        need(self.max_words >= 1, f"max_words must be >= 1, got {self.max_words}")
+        need(self.lora_r >= 0, f"lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}")
+        need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        need(self.threads is None or self.threads >= 1, f"threads must be None or >= 1, got {self.threads}")
+
+    def match_config(self, terminator: str = "\n") -> MatchConfig:
+        """The answer matcher's settings."""
+        return MatchConfig(mode=self.match_mode, max_words=self.max_words, terminator=terminator)  # type: ignore[arg-type]
+
+
+@dataclass
+class Rollout:
+    """One step's sampled completions, question-major (rows q*G .. q*G+G-1 belong to question q)."""
+
+    fact_ids: list[str]
+    answers: list[list[str]]
+    prompt_ids: list[list[int]]  # one per question
+    completion_ids: list[list[int]]  # one per completion, stop token included
+    texts: list[str]  # extracted answers, one per completion
+    greedy_texts: list[str]  # one per question
+    finished: list[bool]  # the completion ended with a stop token
+    group_size: int
+
+
+@dataclass
+class LossParts:
+    """A (micro-)batch's loss and the sums its diagnostics are made of."""
+
+    loss: torch.Tensor  # scalar, already divided by the whole batch's token count
+    clipped: float  # tokens where the clipped branch of the objective was taken
+    kl_ref: float  # sum of k3(ref || policy) over tokens
+    kl_old: float  # sum of k3(old || policy) over tokens
+
+
+def rollout(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequence[list[int]], fact_ids: Sequence[str],
+            answers: Sequence[list[str]], config: GRPOConfig, step: int, terminator: str = "\n") -> Rollout:
+    """Sample G completions per prompt (plus the greedy answer) with ``massshift.generation``."""
+    g = config.num_generations
+    gen_cfg = GenerationConfig(n_samples=g, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                               seed=derive_seed(config.seed, "rollout", step), max_rows=len(prompt_ids) * (g + 1))
+    gens = generate(model, prompt_ids, fact_ids, tokenizer, gen_cfg, terminator)
+    stop = stop_token_mask(tokenizer, terminator)
+    completion_ids = [ids for gen in gens for ids in gen.sample_ids]
+    return Rollout(
+        fact_ids=list(fact_ids), answers=[list(a) for a in answers], prompt_ids=[list(p) for p in prompt_ids],
+        completion_ids=completion_ids, texts=[t for gen in gens for t in gen.samples],
+        greedy_texts=[gen.greedy for gen in gens], finished=[bool(stop[ids[-1]]) for ids in completion_ids],
+        group_size=g,
+    )
+
+
+def rewards(ro: Rollout, matcher: Matcher | None = None, reward_fn: RewardFn | None = None) -> torch.Tensor:
+    """Reward of every completion, shape (questions, G): ``reward_fn(text, answers)`` or matcher's 1/0."""
+    if (matcher is None) == (reward_fn is None):
+        raise ValueError("pass exactly one of matcher or reward_fn")
+    fn: Callable[[str, list[str]], float] = reward_fn or (lambda t, a: float(matcher(t, a)))  # type: ignore[misc]
+    g = ro.group_size
+    vals = [float(fn(t, ro.answers[i // g])) for i, t in enumerate(ro.texts)]
+    return torch.tensor(vals, dtype=torch.float32).view(-1, g)
+
+
+def group_advantages(rewards: torch.Tensor, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """(r - group mean) / (group std + eps), or r - group mean with ``scale_rewards='none'``.
+
+    ``rewards`` is (questions, G); the std is the unbiased in-group std. A group whose rewards are all
+    equal gets exact zeros (the float mean of equal values need not equal them, and dividing that
+    round-off by std + eps would turn it into a spurious advantage).
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    centred = centred.masked_fill((rewards == rewards[:, :1]).all(dim=1, keepdim=True), 0.0)
+    if scale_rewards == "none":
+        return centred
+    if scale_rewards != "group":
+        raise ValueError(f"scale_rewards must be 'group' or 'none', got {scale_rewards!r}")
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                epsilon: float, n_tokens: int | float, beta: float = 0.0,
+                ref_logp: torch.Tensor | None = None) -> LossParts:
+    """Clipped surrogate (+ beta * k3 KL), summed over masked tokens and divided by ``n_tokens``.
+
+    Shapes: ``logp``, ``old_logp``, ``mask``, ``ref_logp`` (rows, C); ``advantages`` (rows,).
+    """
+    adv = advantages[:, None]
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    kl_ref = torch.zeros((), device=logp.device)
+    if beta > 0:
+        if ref_logp is None:
+            raise ValueError("beta > 0 needs ref_logp")
+        d = ref_logp - logp
+        k3 = torch.exp(d) - d - 1
+        per_token = per_token + beta * k3
+        kl_ref = (k3.detach() * mask).sum()
+    loss = (per_token * mask).sum() / n_tokens
+    with torch.no_grad():
+        was_clipped = ((clipped < unclipped) & (mask > 0)).float().sum()
+        d_old = old_logp - logp
+        kl_old = ((torch.exp(d_old) - d_old - 1) * mask).sum()
+    return LossParts(loss, float(was_clipped), float(kl_ref), float(kl_old))
+
+
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: Any, facts: pd.DataFrame,
+         prompt_ids: Sequence[list[int]], config: GRPOConfig, step_index: int, matcher: Matcher | None = None,
+         reward_fn: RewardFn | None = None, ref_model: torch.nn.Module | None = None,
+         terminator: str = "\n") -> dict[str, Any]:
+    """One GRPO step on ``facts`` (the batch's rows); returns the step's diagnostics."""
+    t0 = time.perf_counter()
+    model.eval()  # no dropout: the trained log-probs are the sampled ones
+    ro = rollout(model, tokenizer, prompt_ids, list(facts["fact_id"]), list(facts["answers"]), config,
+                 step_index, terminator)
+    r = rewards(ro, matcher, reward_fn)  # (B, G)
+    adv = group_advantages(r, config.scale_rewards).reshape(-1)
+    g = config.num_generations
+    rows_prompt = [ro.prompt_ids[i // g] for i in range(len(ro.completion_ids))]
+    n_tokens = sum(len(c) for c in ro.completion_ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mb = config.micro_batch_size or len(rows_prompt)
+    chunks = [slice(s, s + mb) for s in range(0, len(rows_prompt), mb)]
+
+    def logps(m: torch.nn.Module, sl: slice, entropy: bool = False) -> tuple[torch.Tensor, ...]:
+        return completion_logprobs(m, rows_prompt[sl], ro.completion_ids[sl], pad_id, config.temperature,
+                                   entropy)  # type: ignore[return-value]
+
+    ref, old = [], []
+    with torch.no_grad():
+        if config.beta > 0:
+            for sl in chunks:
+                if ref_model is not None:
+                    ref.append(logps(ref_model, sl)[0])
+                else:  # LoRA: the base model is the reference
+                    with model.disable_adapter():  # type: ignore[operator]
+                        ref.append(logps(model, sl)[0])
+        if config.num_iterations > 1:
+            old = [logps(model, sl)[0] for sl in chunks]
+    device = next(model.parameters()).device
+    adv = adv.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses, norms, clipped, kl_ref, kl_old, ent_sum = [], [], 0.0, 0.0, 0.0, 0.0
+    for it in range(config.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for k, sl in enumerate(chunks):
+            logp, mask, ent = logps(model, sl, entropy=it == 0)
+            parts = policy_loss(logp, old[k] if old else logp.detach(), adv[sl], mask, config.epsilon, n_tokens,
+                                config.beta, ref[k] if ref else None)
+            parts.loss.backward()
+            loss_sum += float(parts.loss.detach())
+            clipped += parts.clipped
+            if it == 0:
+                kl_ref += parts.kl_ref
+                ent_sum += float(ent.sum()) if ent is not None else 0.0
+            else:
+                kl_old += parts.kl_old
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)))
+        optimizer.step()
+        losses.append(loss_sum)
+    fn = reward_fn or (lambda t, a: float(matcher(t, a)))  # type: ignore[misc]
+    greedy = [float(fn(t, a)) for t, a in zip(ro.greedy_texts, ro.answers)]
+    passes_after_first = config.num_iterations - 1
+    return {
+        "step": step_index + 1,
+        "reward_mean": float(r.mean()), "reward_std": float(r.std()),
+        "zero_var_share": float((r.std(dim=1) == 0).float().mean()),
+        "greedy_reward": sum(greedy) / len(greedy),
+        "kl": kl_ref / n_tokens if config.beta > 0 else None,
+        "kl_old": kl_old / (n_tokens * passes_after_first) if passes_after_first else None,
+        "entropy": ent_sum / n_tokens,
+        "completion_len": n_tokens / len(ro.completion_ids),
+        "truncated_share": 1.0 - sum(ro.finished) / len(ro.finished),
+        "clipped_share": clipped / (n_tokens * config.num_iterations),
+        "loss": sum(losses) / len(losses), "grad_norm": sum(norms) / len(norms),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+GRPOResult = TrainResult
+
+
+def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame, out_dir: str | Path,
+               config: GRPOConfig | None = None, eval_facts: pd.DataFrame | None = None,
+               prompt: PromptConfig | None = None, reward_fn: RewardFn | None = None, progress: bool = False,
+               resume: bool = False) -> TrainResult:
+    """Train ``model`` with GRPO on ``train_facts``; writes the run directory ``out_dir``.
+
+    ``out_dir`` receives config.yaml, env.json, train_log.jsonl, checkpoints/step-N, final/,
+    figures/training.png and summary.json. With ``resume`` the run continues from the last
+    checkpoint (weights, optimizer, RNG) and ends with the parameters an uninterrupted run has.
+    With LoRA, ``model`` is wrapped in place and ``final/`` holds the merged model (adapter in
+    ``final/adapter``). ``reward_fn(prediction, answers) -> float`` replaces the binary reward;
+    eval accuracy always uses the matcher.
+    """
+    config = config or GRPOConfig()
+    prompt = prompt or PromptConfig()
+    train = check_facts(train_facts, "train_facts")
+    evals = check_facts(eval_facts, "eval_facts") if eval_facts is not None else None
+    out = init_run_dir(out_dir, {"trainer": "grpo", "grpo": config.to_dict(), "prompt": prompt.to_dict(),
+                                 "custom_reward": reward_fn is not None}, seed=config.seed,
+                       device=str(next(model.parameters()).device))
+    matcher = config.match_config(prompt.terminator).matcher()
+    with torch_threads(config.threads):
+        model.eval()
+        ref_model = None
+        if config.lora_r > 0:
+            model = apply_lora(model, config.lora_r, config.lora_alpha)
+        elif config.beta > 0:
+            ref_model = copy.deepcopy(model).requires_grad_(False)
+        optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        prompts = prompt_ids_for(tokenizer, list(train["question"]), prompt)
+
+        def step_fn(s: int) -> dict[str, Any]:
+            idx = batch_indices(len(train), config.batch_size, config.seed, s)
+            return step(model, optimizer, tokenizer, train.iloc[idx], [prompts[i] for i in idx], config, s,
+                        matcher=None if reward_fn else matcher, reward_fn=reward_fn, ref_model=ref_model,
+                        terminator=prompt.terminator)
+
+        def eval_fn() -> float:
+            return greedy_accuracy(model, tokenizer, evals, prompt, matcher, config.max_new_tokens)
+
+        loop = training_loop(model=model, tokenizer=tokenizer, optimizer=optimizer, out=out, steps=config.steps,
+                             step_fn=step_fn, eval_fn=eval_fn if evals is not None else None,
+                             save_every=config.save_every, eval_every=config.eval_every, resume=resume,
+                             progress=progress, label="grpo", show="reward_mean")
+        final, model = save_final(model, tokenizer, out)
+    frame = TrainLog(out).frame()
+    save_training_figure(frame, out)
+    trained = frame.dropna(subset=["reward_mean"]) if "reward_mean" in frame else frame.iloc[:0]
+    evals_logged = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    write_json(out / "summary.json", {
+        "trainer": "grpo", "steps": config.steps, "resumed_from": loop.start or None,
+        "steps_per_second": (config.steps - loop.start) / loop.seconds if loop.seconds > 0 else None,
+        "reward_first5": float(trained["reward_mean"].head(5).mean()) if len(trained) else None,
+        "reward_last5": float(trained["reward_mean"].tail(5).mean()) if len(trained) else None,
+        "eval_accuracy_start": float(evals_logged.iloc[0]) if len(evals_logged) else None,
+        "eval_accuracy_end": float(evals_logged.iloc[-1]) if len(evals_logged) else None,
+        "final": str(final), "lora": config.lora_r > 0,
+    })
+    return TrainResult(log=frame, final_path=final, out_dir=out, model=model)
