@@ -150,7 +150,7 @@ def plot_pass_at_k(curves: Mapping[str, pd.DataFrame] | pd.DataFrame, crossing: 
     _need(tidy, ("model", "k", "pass_at_k"), "plot_pass_at_k")
     with paper_style():
         fig, ax = _figure(SINGLE)
-        sns.lineplot(data=tidy, x="k", y="pass_at_k", hue="model", marker="o", markersize=3, ax=ax)
+        sns.lineplot(data=tidy, x="k", y="pass_at_k", hue="model", marker="o", markersize=3, errorbar=None, ax=ax)
         ax.set_xscale("log", base=2)
         if crossing is not None:
             ax.axvline(crossing, color="grey", linewidth=0.6, linestyle=":", label=f"crossing k={crossing}")
@@ -256,10 +256,12 @@ def save_figure(
     return paths
 
 
-def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) -> dict[str, list[Path]]:
+def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) -> list[Path]:
     """Re-draw every figure of a compare run directory into ``run_dir/figures`` from its tables.
 
-    ``formats`` defaults to PNG and PDF; the PDF (font embedding) is the slow part.
+    Returns the files written, in drawing order, one per figure and format (a
+    figure's name is ``path.stem``). ``formats`` defaults to PNG and PDF; the PDF
+    (font embedding) is the slow part.
     """
     run_dir = Path(run_dir)
     merged = pd.read_parquet(run_dir / "facts.parquet")
@@ -285,6 +287,6 @@ def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) 
         figs["pass_at_k"] = plot_pass_at_k(curves, summary["pass_at_k"].get("crossing_k"))
     if (run_dir / "trajectory.csv").exists():
         figs["trajectory"] = plot_trajectory(pd.read_csv(run_dir / "trajectory.csv"))
-    out = {name: save_figure(fig, run_dir / "figures", name, formats) for name, fig in figs.items()}
-    logger.info("drew %d figures into %s", len(out), run_dir / "figures")
+    out = [path for name, fig in figs.items() for path in save_figure(fig, run_dir / "figures", name, formats)]
+    logger.info("drew %d figures into %s", len(figs), run_dir / "figures")
     return out

@@ -172,7 +172,7 @@ def write_compare_report(
         shares = state_shares({config.base_label: base["state"], **{label: df["state"] for label, df in rl_tables}})
         write_csv(out / "trajectory.csv", shares)
     write_json(out / "summary.json", summary)
-    drawn = sorted(plots.draw_all(out)) if figures else []
+    drawn = sorted({path.stem for path in plots.draw_all(out)}) if figures else []
     write_text(out / "report.md", render_report(summary, config, drawn))
     logger.info("compare report written to %s", out)
     return summary
