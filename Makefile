@@ -35,7 +35,8 @@ figures: $(STAMP)
 	$(BIN)/massshift figures runs/demo/compare-rl --copy-to figures
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_scoring.py --threads 1
 
 clean-venv:
 	rm -rf $(VENV)
