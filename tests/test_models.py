@@ -290,6 +290,18 @@ def test_weights_hash_tracks_one_weight(tiny_model):
     assert hash_weights(clone) != hash_weights(tiny_model)
 
 
+def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
+    import massshift.models as models
+
+    monkeypatch.setattr(models.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert models.auto_threads() == 2
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert models.auto_threads() == 1
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
+    assert models.auto_threads() == 1
+
+
 def test_set_threads():
     assert set_threads(1) == 1 and torch.get_num_threads() == 1
     assert set_threads(None) >= 1
