@@ -145,16 +145,23 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def overlap_groups(df: pd.DataFrame) -> np.ndarray:
+def overlap_groups(df: pd.DataFrame, group_by: str | None = None) -> np.ndarray:
     """Group id of each fact (row order): connected components of the overlap rules.
 
-    Groups are numbered 0, 1, ... in order of their first fact.
+    ``group_by`` names a column (e.g. ``subject``) whose equal non-empty values
+    also join facts into one group, so that, say, every fact about one person
+    lands on one side. Groups are numbered 0, 1, ... in order of their first fact.
     """
     norm = _Normalizer()
     parent = list(range(len(df)))
     first: dict[tuple[str, Hashable], int] = {}
+    extra = [None] * len(df)
+    if group_by is not None:
+        if group_by not in df.columns:
+            raise ValueError(f"group_by column {group_by!r} is not in the facts table ({', '.join(df.columns)})")
+        extra = [("group_by", str(v)) if isinstance(v, str) and v.strip() else None for v in df[group_by]]
     for i, keys in enumerate(_fact_keys(df, norm)):
-        for key in keys:
+        for key in [*keys, *([extra[i]] if extra[i] else [])]:
             j = first.setdefault(key, i)
             if j != i:
                 ri, rj = _find(parent, i), _find(parent, j)
@@ -165,10 +172,12 @@ def overlap_groups(df: pd.DataFrame) -> np.ndarray:
     return np.array([numbering.setdefault(r, len(numbering)) for r in roots], dtype=np.int64)
 
 
-def split_facts(df: pd.DataFrame, test_size: float = 0.5, seed: int = 0) -> SplitResult:
+def split_facts(df: pd.DataFrame, test_size: float = 0.5, seed: int = 0,
+                group_by: str | None = None) -> SplitResult:
     """Split facts into train and test so that no test fact overlaps a train fact.
 
-    Overlap groups are shuffled with ``seed`` and dealt greedily: a group goes to
+    ``group_by`` (a column such as ``subject``) keeps all facts sharing its value on
+    one side, on top of the overlap rules. Overlap groups are shuffled with ``seed`` and dealt greedily: a group goes to
     test when that brings the test count closer to ``round(test_size * n)``, else
     to train. Both sides keep the input's row order.
     """
@@ -177,7 +186,7 @@ def split_facts(df: pd.DataFrame, test_size: float = 0.5, seed: int = 0) -> Spli
     if df["fact_id"].duplicated().any():
         dup = df.loc[df["fact_id"].duplicated(), "fact_id"].iloc[0]
         raise ValueError(f"duplicate fact_id {dup!r}; fact ids must be unique (facts.load_facts checks this)")
-    groups = overlap_groups(df)
+    groups = overlap_groups(df, group_by)
     sizes = np.bincount(groups, minlength=int(groups.max(initial=-1)) + 1)
     target = round(config.test_size * len(df))
     in_test = np.zeros(len(sizes), dtype=bool)

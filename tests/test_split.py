@@ -280,3 +280,22 @@ def test_write_split_and_dedup_run_dirs(tmp_path, people_facts):
     by_id = result.train.set_index("fact_id")
     for row in removed.itertuples():  # each removed fact really overlaps the train fact the audit names
         assert oracle_overlap(by_id.loc[row.removed_fact_id].to_dict(), by_id.loc[row.train_fact_id].to_dict())
+
+
+def test_group_by_subject_keeps_people_on_one_side():
+    import pandas as pd
+
+    from massshift.split import split_facts, verify_disjoint
+
+    rows = [{"fact_id": f"p{p}-{r}", "question": f"What is the {r} of person {p}?", "answers": [f"v{p}{r}"],
+             "subject": f"person {p}", "relation": r, "object": f"v{p}{r}", "popularity": None}
+            for p in range(40) for r in ("city", "employer", "pet")]
+    df = pd.DataFrame(rows)
+    res = split_facts(df, test_size=0.25, seed=3, group_by="subject")
+    assert verify_disjoint(res.train, res.test) == []
+    assert not set(res.train["subject"]) & set(res.test["subject"])
+    assert len(res.test) == 30  # 10 whole people of 40
+    plain = split_facts(df, test_size=0.25, seed=3)
+    assert set(plain.train["subject"]) & set(plain.test["subject"])  # without it people are cut across sides
+    with pytest.raises(ValueError, match="group_by column 'nope'"):
+        split_facts(df, group_by="nope")
