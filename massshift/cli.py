@@ -282,16 +282,21 @@ def split(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     test_size: Annotated[float, typer.Option("--test-size", help="Share of facts on the test side.")] = 0.5,
     seed: Seed = 0,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Also keep facts sharing this column (e.g. subject) on one side.")] = None,
 ) -> None:
     """Fact-level train/test split: no fact (or paraphrase of it) on both sides; writes an audit."""
     from massshift.split import split_facts, verify_disjoint, write_split
 
     facts = _load_facts_or_fail(file)
-    result = split_facts(facts, test_size=test_size, seed=seed)
+    try:
+        result = split_facts(facts, test_size=test_size, seed=seed, group_by=group_by)
+    except ValueError as err:
+        _fail(str(err))
     overlaps = verify_disjoint(result.train, result.test)
     if overlaps:
         _fail(f"split left {len(overlaps)} overlapping facts; this is a bug, please report it")
-    write_split(result, out, {"command": "split", "file": str(file), "test_size": test_size, "seed": seed})
+    write_split(result, out, {"command": "split", "file": str(file), "test_size": test_size, "seed": seed,
+                              "group_by": group_by})
     typer.echo(f"{out}: train {len(result.train)}, test {len(result.test)} facts, 0 overlapping")
 
 
