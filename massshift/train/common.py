@@ -54,8 +54,11 @@ class ConfigIO:
     """``to_dict`` / ``from_dict`` / ``from_yaml`` / ``to_yaml`` for a frozen config dataclass."""
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as plain values (for config.yaml)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        """All fields as plain values (for config.yaml; tuples become lists)."""
+        def plain(v: Any) -> Any:
+            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:
