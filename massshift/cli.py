@@ -252,7 +252,9 @@ def _echo_headline(summary: dict, out: Path) -> None:
     try:
         typer.echo(f"greedy accuracy: base {acc['base']['value']:.3f} -> rl {acc['rl']['value']:.3f} "
                    f"(relative gain {gain['relative']['value']:+.1%})")
-        typer.echo(f"redistribution share (newly greedy-correct that were tail-correct): {red['share']['value']}")
+        share = red["share_tail"]["value"]
+        typer.echo(f"redistribution share (newly greedy-correct facts that were tail-correct in the base): "
+                   f"{'n/a' if share is None else f'{share:.1%}'} of {red['n_new_greedy']}")
     except (KeyError, TypeError):
         pass
 

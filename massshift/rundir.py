@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -26,6 +27,9 @@ from typing import Any
 import yaml
 
 logger = logging.getLogger(__name__)
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 _PACKAGES = (
     "massshift", "torch", "transformers", "tokenizers", "numpy", "pandas", "pyarrow", "scipy",
@@ -43,6 +47,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -66,15 +72,15 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, float) and obj != obj:  # NaN is not valid JSON
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):  # NaN and infinities are not valid JSON
         return None
     return obj
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` (dataclasses, numpy scalars and NaN allowed; NaN becomes null) as JSON."""
-    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` (dataclasses and numpy scalars allowed; NaN and infinities become null) as JSON."""
+    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_yaml(path: str | os.PathLike[str], obj: Any) -> Path:

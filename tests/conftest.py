@@ -68,11 +68,13 @@ def make_model(vocab_size: int, seed: int = 0, arch: str = "llama"):
     return model.eval()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_thread():
-    import torch
+    """One torch thread in tests that use torch (analysis tests never import it)."""
+    import sys
 
-    torch.set_num_threads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
