@@ -204,6 +204,7 @@ def test_prompt_answer_split(world, tokenizer):
         assert len(answer) == 2 and answer[1] == nl
         assert tokenizer.unk_token_id not in full
         assert tokenizer.decode(answer) == f" {fact.object}\n"
+        assert len(enc(f" {fact.subject}")) == 1
 
 
 def test_saved_tokenizer_reloads(world, tokenizer, tmp_path: Path):
