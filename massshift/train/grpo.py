@@ -197,7 +197,8 @@ def rollout(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequence[list[in
     return Rollout(
         fact_ids=list(fact_ids), answers=[list(a) for a in answers], prompt_ids=[list(p) for p in prompt_ids],
         completion_ids=completion_ids, texts=[t for gen in gens for t in gen.samples],
-        greedy_texts=[gen.greedy for gen in gens], finished=[bool(stop[ids[-1]]) for ids in completion_ids],
+        greedy_texts=[gen.greedy for gen in gens],
+        finished=[ids[-1] < len(stop) and bool(stop[ids[-1]]) for ids in completion_ids],
         group_size=g,
     )
 
@@ -341,7 +342,9 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
 
     ``out_dir`` receives config.yaml, env.json, train_log.jsonl, checkpoints/step-N, final/,
     figures/training.png and summary.json. With ``resume`` the run continues from the last
-    checkpoint (weights, optimizer, RNG) and ends with the parameters an uninterrupted run has.
+    checkpoint (weights, optimizer, RNG) and ends with the parameters an uninterrupted run has;
+    pass the same initial model as the interrupted run (it is the reference model with ``beta > 0``
+    and the base under the LoRA adapter).
     With LoRA, ``model`` is wrapped in place and ``final/`` holds the merged model (adapter in
     ``final/adapter``). ``reward_fn(prediction, answers) -> float`` replaces the binary reward;
     eval accuracy always uses the matcher.

@@ -82,7 +82,7 @@ def collect_correct(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame,
                 continue
             n_correct += 1
             key = tuple(ids)
-            if bool(stop[ids[-1]]) and key not in seen:
+            if ids[-1] < len(stop) and bool(stop[ids[-1]]) and key not in seen:
                 seen.add(key)
                 examples.append(Example(str(fid), tuple(p), key))
         rows.append({"fact_id": str(fid), "n_samples": len(gen.samples), "n_correct": n_correct,
