@@ -244,19 +244,19 @@ def compare(
     _echo_headline(summary, out)
 
 
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
 def _echo_headline(summary: dict, out: Path) -> None:
-    acc = summary.get("accuracy", {})
-    gain = summary.get("gain", {})
-    red = summary.get("redistribution", {})
+    acc, gain, red = summary["accuracy"], summary["gain"], summary["redistribution"]
     typer.echo(f"report: {out / 'report.md'}")
-    try:
-        typer.echo(f"greedy accuracy: base {acc['base']['value']:.3f} -> rl {acc['rl']['value']:.3f} "
-                   f"(relative gain {gain['relative']['value']:+.1%})")
-        share = red["share_tail"]["value"]
-        typer.echo(f"redistribution share (newly greedy-correct facts that were tail-correct in the base): "
-                   f"{'n/a' if share is None else f'{share:.1%}'} of {red['n_new_greedy']}")
-    except (KeyError, TypeError):
-        pass
+    typer.echo(f"greedy accuracy: base {_pct(acc['base']['value'])} -> rl {_pct(acc['rl']['value'])} "
+               f"(absolute {_pct(gain['absolute']['value'], True)}, relative {_pct(gain['relative']['value'], True)})")
+    typer.echo(f"newly greedy-correct facts: {red['n_new_greedy']}; tail-correct in the base: {red['from_tail']} "
+               f"({_pct(red['share_tail']['value'])}), absent: {red['from_absent']} ({red['criterion']} criterion)")
 
 
 @app.command()
