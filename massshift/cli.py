@@ -24,7 +24,7 @@ def _setup_logging(verbose: bool) -> None:
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
-    for noisy in ("httpx", "urllib3", "filelock"):
+    for noisy in ("httpx", "urllib3", "filelock", "fontTools", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -315,6 +315,49 @@ def dedup(
     result = dedup_facts(_load_facts_or_fail(train), _load_facts_or_fail(test))
     write_dedup(result, out, {"command": "dedup", "train": str(train), "test": str(test)})
     typer.echo(f"{out}: kept {len(result.test)} test facts, removed {len(result.audit)}")
+
+
+@app.command()
+def world(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/world"),
+    people: Annotated[int, typer.Option(help="Invented people.")] = 800,
+    qa_share: Annotated[float, typer.Option("--qa-share", help="Share of people with QA lines in the corpus.")] = 0.3,
+    default_noise: Annotated[float, typer.Option("--default-noise", help="Share of QA lines answered with a default value.")] = 0.1,
+    default_kind: Annotated[str, typer.Option("--default-kind", help="popular (most popular value) or nobody (a value nobody has).")] = "popular",
+    seed: Seed = 0,
+) -> None:
+    """Write a synthetic fact world: corpus.txt, facts.jsonl, a word-level tokenizer, config.yaml."""
+    from massshift.synthetic.world import WorldConfig, build_world, write_world
+
+    try:
+        cfg = WorldConfig(seed=seed, n_people=people, qa_share=qa_share, default_noise=default_noise,
+                          default_kind=default_kind)  # type: ignore[arg-type]
+    except ValueError as err:
+        _fail(str(err))
+    w = build_world(cfg)
+    write_world(w, out)
+    typer.echo(f"{out}: {len(w.facts)} facts about {cfg.n_people} people, corpus of {len(w.corpus.split())} words")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (stages are reused when unchanged).")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small world and short runs (about a minute; for tests).")] = False,
+    seed: Seed = 0,
+    threads: Threads = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """The whole study on a synthetic world: world, pretraining, split, GRPO, SFT, compare, report."""
+    from massshift.demo import DemoConfig, run_demo
+
+    summary = run_demo(out, DemoConfig(seed=seed, quick=quick, threads=threads), progress=not no_progress)
+    rl, sft = summary["rl"], summary["sft"]
+    typer.echo(f"report: {summary['report']}")
+    typer.echo(f"held-out greedy accuracy: base {_pct(rl['base_accuracy'])}, GRPO {_pct(rl['accuracy'])}, "
+               f"SFT {_pct(sft['accuracy'])}")
+    typer.echo(f"relative gain: GRPO {_pct(rl['relative_gain'], True)}, SFT {_pct(sft['relative_gain'], True)}")
+    typer.echo(f"redistribution share (GRPO): {rl['from_tail']} of {rl['n_new_greedy']} newly greedy-correct facts "
+               f"were tail-correct in the base ({_pct(rl['redistribution_share'])}); {rl['from_absent']} were absent")
 
 
 def main() -> None:

@@ -100,7 +100,8 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
     """The forward keyword for a KV cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def forward_cached(model: torch.nn.Module, cache: object | None, **kwargs: object) -> tuple[torch.Tensor, object]:
