@@ -362,6 +362,8 @@ def demo(
 
 def main() -> None:
     """Console-script entry point."""
+    import massshift.cli_train  # noqa: F401  (registers `train` and `baselines`)
+
     app()
 
 
