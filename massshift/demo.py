@@ -39,7 +39,7 @@ def _world_config(quick: bool) -> Any:
 
     if quick:
         return WorldConfig(n_people=60, n_values=30, qa_share=0.3, default_noise=0.4, default_kind="nobody")
-    return WorldConfig(n_people=800, qa_share=0.3, default_noise=0.4, default_kind="nobody")
+    return WorldConfig(n_people=300, n_values=60, qa_share=0.3, default_noise=0.4, default_kind="nobody")
 
 
 def _pretrain_config(quick: bool) -> Any:
@@ -47,14 +47,14 @@ def _pretrain_config(quick: bool) -> Any:
 
     if quick:
         return PretrainConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, max_steps=150, threads=None)
-    return PretrainConfig(max_steps=1500, threads=None)
+    return PretrainConfig(max_steps=700, threads=None)
 
 
 def _grpo_config(quick: bool) -> Any:
     from massshift.train.grpo import GRPOConfig
 
-    return GRPOConfig(steps=30 if quick else 200, batch_size=16, num_generations=8, lr=1e-3,
-                      max_new_tokens=8, save_every=0, eval_every=0 if quick else 50)
+    return GRPOConfig(steps=30 if quick else 100, batch_size=16, num_generations=8, lr=1e-3,
+                      max_new_tokens=8, save_every=0 if quick else 25, eval_every=0 if quick else 25)
 
 
 def _sft_config(quick: bool) -> Any:

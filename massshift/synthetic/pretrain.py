@@ -13,10 +13,11 @@ and ``model.safetensors`` (the model), the tokenizer files, ``config.yaml`` and
 ``env.json`` (``massshift.rundir``), ``pretrain_log.jsonl`` (one line per step:
 loss, learning rate, gradient norm, tokens seen, seconds) and ``summary.json``.
 
-CPU threads: ``threads=None`` means 1. On a shared 2-core machine with other
-jobs running, the default model trained at 3.7k-6.0k tokens/s on one thread
-and 1.9k-3.8k on two (alternating runs of 25 steps), and one thread makes runs
-reproducible bit for bit.
+CPU threads: ``threads=None`` means ``models.auto_threads()``, the cores not
+already busy. Measured on the 2-core machine, default world, idle: 6.7-6.8k
+tokens/s on 1 thread, 9.8-10.5k on 2; with another process busy, 2 threads fell to
+0.7-3.8k against 3.7-6.0k on 1, which is why busy cores are left alone.
+Runs are reproducible bit for bit for a given thread count.
 
 The defaults (batch 16, lr 5e-3, 40 epochs) were chosen on a 100-person world
 (17k corpus tokens, 3.5 minutes on one thread): final loss 0.32; greedy
@@ -47,6 +48,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from massshift.models import auto_threads
 from massshift.rundir import init_run_dir, write_json, write_text
 from massshift.synthetic.tokenizer import save_tokenizer
 from massshift.synthetic.world import config_from_mapping, load_world_tokenizer, split_documents
@@ -79,7 +81,7 @@ class PretrainConfig:
         grad_clip: clip the global gradient norm to this value (0: no clipping).
         epochs: passes over the corpus, used when ``max_steps`` is None.
         max_steps: optimizer steps; overrides ``epochs``.
-        threads: torch CPU threads during the run; None means 1.
+        threads: torch CPU threads during the run; None means the cores not already busy.
         log_every: log a line every this many steps.
     """
 
@@ -123,7 +125,7 @@ class PretrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None (then epochs decides), got {self.max_steps}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None (= 1), got {self.threads}")
+            raise ValueError(f"threads must be >= 1 or None (the cores not already busy), got {self.threads}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
@@ -267,7 +269,7 @@ def pretrain_corpus(
     cfg = config or PretrainConfig()
     start = time.perf_counter()
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or 1)
+    torch.set_num_threads(cfg.threads or auto_threads())
     try:
         out = init_run_dir(out_dir, cfg, seed=cfg.seed, device="cpu")
         documents = split_documents(corpus) if isinstance(corpus, str) else list(corpus)

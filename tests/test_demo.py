@@ -1,0 +1,72 @@
+"""`massshift demo --quick` end to end: every file of the run directory, and a summary consistent with the tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from massshift.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_every_stage_wrote_its_files(demo_dir):
+    out, output = demo_dir
+    assert "report:" in output and "held-out greedy accuracy" in output and "redistribution share" in output
+    for rel in ("config.yaml", "env.json", "summary.json",
+                "world/corpus.txt", "world/facts.jsonl", "world/config.yaml",
+                "pretrain/config.json", "pretrain/model.safetensors", "pretrain/pretrain_log.jsonl",
+                "split/train.jsonl", "split/test.jsonl", "split/audit.csv",
+                "grpo/train_log.jsonl", "grpo/final/config.json", "sft/final/config.json",
+                "scores/base.parquet", "scores/rl.parquet", "scores/sft.parquet"):
+        assert (out / rel).exists(), rel
+    for cmp in ("compare-rl", "compare-sft"):
+        for name in ("facts.parquet", "transitions.csv", "summary.json", "report.md", "config.yaml", "env.json"):
+            assert (out / cmp / name).exists(), f"{cmp}/{name}"
+        assert len(list((out / cmp / "figures").glob("*.png"))) >= 6
+
+
+def test_held_out_people_are_not_trained_on(demo_dir):
+    out, _ = demo_dir
+    train = pd.read_json(out / "split" / "train.jsonl", lines=True)
+    test = pd.read_json(out / "split" / "test.jsonl", lines=True)
+    assert not set(train["subject"]) & set(test["subject"])
+    scored = pd.read_parquet(out / "scores" / "base.parquet")
+    assert set(scored["fact_id"]) == set(test["fact_id"].astype(str))
+
+
+def test_summary_is_consistent_with_the_tables(demo_dir):
+    out, _ = demo_dir
+    summary = json.loads((out / "summary.json").read_text())
+    for label in ("rl", "sft"):
+        facts = pd.read_parquet(out / f"compare-{label}" / "facts.parquet")
+        head = summary[label]
+        assert head["base_accuracy"] == pytest.approx(facts["greedy_correct_base"].mean())
+        assert head["accuracy"] == pytest.approx(facts["greedy_correct_rl"].mean())
+        new = (~facts["greedy_correct_base"]) & facts["greedy_correct_rl"]
+        assert head["n_new_greedy"] == int(new.sum())
+        assert head["from_tail"] == int((new & (facts["state_base"] == "tail-correct")).sum())
+        assert head["from_tail"] + head["from_absent"] == head["n_new_greedy"]
+        scores = pd.read_parquet(out / "scores" / f"{label}.parquet")
+        assert scores["greedy_correct"].mean() == pytest.approx(head["accuracy"])
+
+
+def test_rerun_reuses_the_finished_stages(demo_dir):
+    out, _ = demo_dir
+    before = json.loads((out / "pretrain" / "stage.json").read_text())
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "pretrain" / "stage.json").read_text()) == before
+    timings = json.loads((out / "summary.json").read_text())["timings_s"]
+    assert timings["pretrain"] < 2.0 and timings["grpo"] < 2.0
