@@ -294,12 +294,22 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
     import massshift.models as models
 
     monkeypatch.setattr(models.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(models.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
-    assert models.auto_threads() == 2
-    monkeypatch.setattr(models.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert models.auto_threads() == 1
-    monkeypatch.setattr(models.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
-    assert models.auto_threads() == 1
+    monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
+    for busy, expected in ((0.1, 2), (1.2, 1), (7.0, 1)):
+        monkeypatch.setattr(models, "busy_cores", lambda busy=busy: busy)
+        assert models.auto_threads() == expected
+
+
+def test_busy_cores_reads_the_present(monkeypatch):
+    import massshift.models as models
+
+    monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
+    samples = iter([(100, 1000), (150, 1100)])  # half the jiffies idle over the window
+    monkeypatch.setattr(models, "_cpu_times", lambda: next(samples))
+    assert models.busy_cores(window_s=0) == pytest.approx(1.0)
+    monkeypatch.setattr(models, "_cpu_times", lambda: None)
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (0.7, 0.0, 0.0))
+    assert models.busy_cores(window_s=0) == pytest.approx(0.7)
 
 
 def test_set_threads():
