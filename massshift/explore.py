@@ -178,25 +178,8 @@ def sampling_share(summary: Mapping[str, Any]) -> float | None:
 
 
 def paper_figures(run: CompareRun) -> dict[str, Figure]:
-    """Every figure of a compare run, keyed by its file name in ``figures/``, drawn as ``plots.draw_all`` does."""
-    s = run.summary
-    b, r = labels(s)
-    figs: dict[str, Figure] = {}
-    for crit in run.transitions["criterion"].unique():
-        name = "transitions" if crit == s.get("criterion") else f"transitions_{crit}"
-        figs[name] = plots.plot_transition_heatmap(transition_pivot(run.transitions, crit), b, r,
-                                                   title=f"Fact transitions {b} \u2192 {r} ({crit})")
-    figs["logp_scatter"] = plots.plot_logp_scatter(run.facts, s.get("eps"), b, r)
-    figs["logp_shift"] = plots.plot_logp_shift(run.facts, b, r)
-    figs["state_shares"] = plots.plot_state_shares(run.facts, b, r)
-    figs["redistribution_vs_eps"] = plots.plot_redistribution_vs_eps(sensitivity_table(s), s.get("eps"),
-                                                                     sampling_share(s))
-    curves = pass_at_k_curves(s)
-    if curves is not None:
-        figs["pass_at_k"] = plots.plot_pass_at_k(curves, s["pass_at_k"].get("crossing_k"))
-    if run.trajectory is not None:
-        figs["trajectory"] = plots.plot_trajectory(run.trajectory)
-    return figs
+    """Every figure of a compare run, keyed by its file name in ``figures/`` (``plots.figures_of``)."""
+    return plots.figures_of(run.run_dir)
 
 
 # ----------------------------------------------------------------------------- a GRPO run

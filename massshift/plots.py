@@ -133,7 +133,11 @@ def plot_logp_shift(merged: pd.DataFrame, base_label: str = "base", rl_label: st
         kw = {"data": data, "x": "base_state", "y": "shift", "order": list(STATES), "ax": ax}
         sns.boxplot(**kw, hue="base_state", hue_order=list(STATES), palette=STATE_COLORS, showfliers=False,
                     width=0.55, legend=False, boxprops={"alpha": 0.5})
-        sns.stripplot(**kw, color="black", size=1.5, alpha=0.35, jitter=0.2)
+        # the points, with a seeded jitter (seaborn's jitter draws from numpy's global generator)
+        pos = {state: i for i, state in enumerate(STATES)}
+        x = data["base_state"].map(pos).to_numpy(dtype=float)
+        x = x + np.random.default_rng(0).uniform(-0.2, 0.2, size=len(x))
+        ax.scatter(x, data["shift"], s=2.0, color="black", alpha=0.35, linewidths=0)
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xlabel(f"{base_label} state")
         ax.set_ylabel(f"\u0394 log p(gold) ({rl_label} \u2212 {base_label})")
@@ -256,13 +260,8 @@ def save_figure(
     return paths
 
 
-def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Re-draw every figure of a compare run directory into ``run_dir/figures`` from its tables.
-
-    Returns the files written, in drawing order, one per figure and format (a
-    figure's name is ``path.stem``). ``formats`` defaults to PNG and PDF; the PDF
-    (font embedding) is the slow part.
-    """
+def figures_of(run_dir: str | os.PathLike[str]) -> dict[str, Figure]:
+    """Every figure of a compare run directory, drawn from its tables, keyed by file name."""
     run_dir = Path(run_dir)
     merged = pd.read_parquet(run_dir / "facts.parquet")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -287,6 +286,18 @@ def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) 
         figs["pass_at_k"] = plot_pass_at_k(curves, summary["pass_at_k"].get("crossing_k"))
     if (run_dir / "trajectory.csv").exists():
         figs["trajectory"] = plot_trajectory(pd.read_csv(run_dir / "trajectory.csv"))
+    return figs
+
+
+def draw_all(run_dir: str | os.PathLike[str], formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Re-draw every figure of a compare run directory into ``run_dir/figures`` from its tables.
+
+    Returns the files written, in drawing order, one per figure and format (a
+    figure's name is ``path.stem``). ``formats`` defaults to PNG and PDF; the PDF
+    (font embedding) is the slow part.
+    """
+    run_dir = Path(run_dir)
+    figs = figures_of(run_dir)
     out = [path for name, fig in figs.items() for path in save_figure(fig, run_dir / "figures", name, formats)]
     logger.info("drew %d figures into %s", len(figs), run_dir / "figures")
     return out
