@@ -204,18 +204,21 @@ def score_batch(
         logits, _ = forward_cached(model, cache, input_ids=inp, attention_mask=mask, position_ids=pos)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (rows, width, vocab)
         tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
-        valid = torch.tensor([[j < len(c) - 1 for j in range(width)] for c in row_cont], device=device)
+        valid = cmask.bool()  # the targets c[1:] are exactly as long as the inputs c[:-1]
         rest_lp = torch.where(valid, tok_lp, torch.zeros_like(tok_lp))
         rest_greedy = (logp.argmax(-1) == tgt) | ~valid
+    # one transfer to Python lists, then plain indexing (per-row tensor ops cost more than the model here)
+    lp0_l, rest_l = lp0.tolist(), rest_lp.tolist()
+    greedy_l = (greedy0 & rest_greedy.all(dim=-1)).tolist()
     results: list[AliasScores] = []
     r = 0
     for _, conts in items:
         lps, toks, greedy = [], [], []
         for c in conts:
-            t = [lp0[r].item()] + rest_lp[r, : len(c) - 1].tolist()
+            t = [lp0_l[r]] + rest_l[r][: len(c) - 1]
             toks.append(t)
             lps.append(float(sum(t)))
-            greedy.append(bool(greedy0[r].item()) and bool(rest_greedy[r].all().item()))
+            greedy.append(bool(greedy_l[r]))
             r += 1
         results.append(AliasScores(lps, toks, greedy))
     return results
