@@ -10,7 +10,10 @@ unchanged (an interrupted demo resumes from the finished stages):
 5. ``grpo/``: GRPO on the RL-train facts;
 6. ``sft/``: the SFT baseline on the same facts and budget of examples;
 7. ``compare-rl/`` and ``compare-sft/``: base -> RL and base -> SFT on the held-out facts;
-8. a three-line summary (accuracies, relative gain, redistribution share).
+8. ``results.csv``: held-out greedy accuracy with CIs of base, GRPO, SFT and the
+   inference-time baselines of the base model (majority vote over n samples,
+   k-shot with shots from the RL-train facts), like the paper's main table;
+9. a three-line summary (accuracies, relative gain, redistribution share).
 
 The defaults are a measured choice (README, "The demo world"); ``--quick`` is a
 smaller world and shorter runs for the tests.
@@ -29,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from massshift.rundir import _jsonable, init_run_dir, write_json, write_parquet
+from massshift.rundir import _jsonable, init_run_dir, write_csv, write_json, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +190,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
             base_scores, table, out / f"compare-{label}", ccfg,
             extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed)
     timings["compare"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    results = results_table(base_dir, train, test, {"base": base_scores, "GRPO": rl_scores, "SFT": sft_scores},
+                            cfg)
+    write_csv(out / "results.csv", results)
+    timings["baselines"] = round(time.perf_counter() - t, 1)
     timings["total"] = round(time.perf_counter() - start, 1)
     summary = {"timings_s": timings, "n_train_facts": len(train), "n_test_facts": len(test),
+               "results": results.to_dict(orient="records"),
                "rl": headline(summaries["rl"]), "sft": headline(summaries["sft"]),
                "report": str(out / "compare-rl" / "report.md")}
     write_json(out / "summary.json", summary)
@@ -203,6 +212,25 @@ def _train(fn: Callable[..., Any], base_dir: Path, train: pd.DataFrame, test: pd
     model.train()
     fn(model, tok, train, out, config, eval_facts=test.sample(n=min(200, len(test)), random_state=0),
        progress=progress)
+
+
+def results_table(base_dir: Path, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
+                  cfg: DemoConfig) -> pd.DataFrame:
+    """Held-out greedy accuracy (with bootstrap CIs) of the trained models and the base model's baselines."""
+    from massshift.baselines import BaselineConfig, accuracy_table, run_baselines
+    from massshift.models import load_model
+
+    model, tok, _ = load_model(str(base_dir))
+    bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=8, shots=3,
+                          seed=cfg.seed)
+    preds = run_baselines(model, tok, test, train, bcfg)
+    order = list(test["fact_id"].astype(str))
+    correct = {name: table.set_index("fact_id").loc[order, "greedy_correct"].reset_index(drop=True)
+               for name, table in scores.items()}
+    for method in preds["method"].unique():
+        rows = preds[preds["method"] == method].set_index("fact_id")
+        correct[f"base, {method}"] = rows.loc[order, "correct"].reset_index(drop=True)
+    return accuracy_table(correct, seed=cfg.seed)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

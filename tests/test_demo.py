@@ -29,7 +29,7 @@ def test_every_stage_wrote_its_files(demo_dir):
                 "pretrain/config.json", "pretrain/model.safetensors", "pretrain/pretrain_log.jsonl",
                 "split/train.jsonl", "split/test.jsonl", "split/audit.csv",
                 "grpo/train_log.jsonl", "grpo/final/config.json", "sft/final/config.json",
-                "scores/base.parquet", "scores/rl.parquet", "scores/sft.parquet"):
+                "scores/base.parquet", "scores/rl.parquet", "scores/sft.parquet", "results.csv"):
         assert (out / rel).exists(), rel
     for cmp in ("compare-rl", "compare-sft"):
         for name in ("facts.parquet", "transitions.csv", "summary.json", "report.md", "config.yaml", "env.json"):
@@ -60,6 +60,12 @@ def test_summary_is_consistent_with_the_tables(demo_dir):
         assert head["from_tail"] + head["from_absent"] == head["n_new_greedy"]
         scores = pd.read_parquet(out / "scores" / f"{label}.parquet")
         assert scores["greedy_correct"].mean() == pytest.approx(head["accuracy"])
+    results = pd.read_csv(out / "results.csv").set_index("method")
+    assert results.loc["GRPO", "accuracy"] == pytest.approx(summary["rl"]["accuracy"])
+    assert results.loc["SFT", "accuracy"] == pytest.approx(summary["sft"]["accuracy"])
+    assert results.loc["base", "accuracy"] == pytest.approx(summary["rl"]["base_accuracy"])
+    assert "base, 3-shot" in results.index and any(m.startswith("base, majority@") for m in results.index)
+    assert (results["ci_low"] <= results["accuracy"]).all() and (results["accuracy"] <= results["ci_high"]).all()
 
 
 def test_rerun_reuses_the_finished_stages(demo_dir):
