@@ -43,7 +43,7 @@ def test_train_sft_and_rft(tmp_path, tiny_model_dir, facts_file):
 
 @pytest.mark.parametrize("extra,message", [
     (["--set", "num_generations=1"], "num_generations must be >= 2"),
-    (["--set", "bogus=1"], "unknown setting"),
+    (["--set", "bogus=1"], "unknown GRPOConfig setting"),
     (["--set", "nonsense"], "field=value"),
     (["--engine", "jax"], "--engine"),
 ])

@@ -251,5 +251,5 @@ def test_config_yaml_round_trip(tmp_path):
     cfg.to_yaml(tmp_path / "c.yaml")
     assert GRPOConfig.from_yaml(tmp_path / "c.yaml") == cfg
     (tmp_path / "bad.yaml").write_text("steps: 3\nlearning_rate: 1e-3\n")
-    with pytest.raises(ValueError, match="unknown setting.*learning_rate"):
+    with pytest.raises(ValueError, match="unknown GRPOConfig setting.*learning_rate"):
         GRPOConfig.from_yaml(tmp_path / "bad.yaml")

@@ -16,14 +16,6 @@ TINY_MODEL = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, context_length=32,
                   warmup_steps=5, max_steps=50, log_every=25)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory) -> Path:
     world = build_world(WorldConfig(seed=1, n_people=40, n_values=8, exposure_cap=6, relations=("birth_city", "pet")))
@@ -98,5 +90,5 @@ def test_schedule_and_validation():
         PretrainConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="architecture"):
         PretrainConfig(architecture="mamba")
-    with pytest.raises(ValueError, match="unknown PretrainConfig key"):
+    with pytest.raises(ValueError, match="unknown PretrainConfig setting"):
         PretrainConfig.from_dict({"d_modle": 8})

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -48,16 +47,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from massshift.configio import ConfigIO
 from massshift.models import auto_threads
 from massshift.rundir import init_run_dir, write_json, write_text
 from massshift.synthetic.tokenizer import save_tokenizer
-from massshift.synthetic.world import config_from_mapping, load_world_tokenizer, split_documents
+from massshift.synthetic.world import load_world_tokenizer, split_documents
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(ConfigIO):
     """Settings of a pretraining run (every field is written to the run's config.yaml).
 
     The defaults give a Llama of about 1.2M parameters on the default world's
@@ -127,15 +127,6 @@ class PretrainConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None (the cores not already busy), got {self.threads}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        """Build from a mapping (e.g. parsed YAML); unknown keys are an error."""
-        return config_from_mapping(cls, data)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> PretrainConfig:
-        """Load from a YAML file such as a run's config.yaml."""
-        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
 
 
 @dataclass

@@ -35,13 +35,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from massshift.configio import ConfigIO
 from massshift.rundir import init_run_dir, write_csv, write_json, write_text
 from massshift.synthetic.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
@@ -106,7 +106,7 @@ _CODAS = ("", "", "n", "r", "l", "s", "m", "k")
 
 
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(ConfigIO):
     """Settings of a synthetic world (every field is written to the world's config.yaml).
 
     Attributes:
@@ -182,24 +182,7 @@ class WorldConfig:
         if self.default_kind not in ("popular", "nobody"):
             raise ValueError(f"default_kind must be 'popular' or 'nobody', got {self.default_kind!r}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorldConfig:
-        """Build from a mapping (e.g. parsed YAML); unknown keys are an error."""
-        return config_from_mapping(cls, data)
 
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> WorldConfig:
-        """Load from a YAML file such as a world's config.yaml."""
-        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-
-
-def config_from_mapping(cls: type, data: dict[str, Any]) -> Any:
-    """Build the config dataclass ``cls`` from ``data``, naming unknown keys in the error."""
-    names = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(names)}")
-    return cls(**data)
 
 
 @dataclass

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -36,8 +35,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 
+from massshift.configio import ConfigIO  # noqa: F401  (re-exported for the trainers)
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import Matcher
 from massshift.prompts import PromptConfig, build_prompt, encode_prompt
@@ -48,38 +47,6 @@ logger = logging.getLogger(__name__)
 
 FACT_COLUMNS = ("fact_id", "question", "answers")
 TRAINER_STATE = "trainer_state.pt"
-
-
-class ConfigIO:
-    """``to_dict`` / ``from_dict`` / ``from_yaml`` / ``to_yaml`` for a frozen config dataclass."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as plain values (for config.yaml; tuples become lists)."""
-        def plain(v: Any) -> Any:
-            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
-
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        """Build the config from a mapping; unknown keys are an error naming the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; valid settings are {names}")
-        return cls(**dict(data))
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> Any:
-        """Load the config from a YAML mapping of field names to values."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a YAML mapping of {cls.__name__} settings")
-        return cls.from_dict(data)
-
-    def to_yaml(self, path: str | os.PathLike[str]) -> Path:
-        """Write the config as YAML (atomically)."""
-        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def check_facts(facts: pd.DataFrame, what: str = "facts") -> pd.DataFrame:
