@@ -4,9 +4,40 @@ A fact is
 
 - *greedy-correct* when the model's greedy answer is correct;
 - *tail-correct* when it is not, but the correct answer is accessible: its
-  probability p(gold) is at least ``eps`` (criterion ``logprob``, the default),
-  or at least one of the model's n samples is correct (criterion ``sampling``);
+  probability p(gold) is at least ``eps`` (criterion ``logprob``), at least one
+  of the model's n samples is correct (criterion ``sampling``), or p(gold) is at
+  least ``eps`` and the gold beats the fact's distractors by a margin
+  (criterion ``chance``, below);
 - *absent* otherwise.
+
+The default criterion is ``auto``: ``chance`` when the score table has the
+distractor columns (``schema.DISTRACTOR_COLUMNS``), else ``logprob``.
+
+Criterion ``chance`` (DESIGN.md "Chance"). A fixed line cannot tell recall
+from guessing when a relation has few values: a model that spreads its mass
+over the 20 birth cities it has seen gives every one of them p >= eps, so the
+``logprob`` criterion calls every birth city "known", including those of
+people it never read about. The chance line is relative instead: the same
+teacher forcing scores distractors, the answers of other facts of the same
+relation (``massshift.distractors``), and the gold must stand out from them.
+A fact is tail-correct under ``chance`` when it is not greedy-correct and
+
+1. ``logp_gold >= log(eps)`` (it is reachable by sampling at all);
+2. ``gold_rank <= ceil(chance_top * (n_distractors + 1))``: the gold is in the
+   top quarter (default) of gold + distractors; and
+3. ``logp_gold >= logp_median_distractor + log(chance_ratio)``: the gold is at
+   least ``chance_ratio`` (default 2) times as likely as the typical other value.
+
+Why relative: the line is what the model gives *other values of the same
+relation* for the same question, so spreading mass over the relation's
+values (guessing) does not count as knowing, however many values there are:
+a uniform guess over 20 cities gives every city p = 0.05 >= eps but puts the
+gold at the median of its distractors, failing (2) and (3). What it cannot
+remove is a prior that favours one value for everybody: a fact whose gold is
+that value passes. The never-seen control (``stats.exposure``: facts with
+popularity 0) measures exactly that rest, and the report shows it per
+criterion. A fact with no distractor (its relation or template group has
+one value) has no chance line and is never tail-correct under ``chance``.
 
 The default threshold is ``eps = -ln(alpha) / n`` (n = 128, alpha = 0.05, so
 eps is about 0.0234): an answer with at least this probability appears in n
@@ -26,6 +57,7 @@ arXiv 2405.05904), see :func:`slick_class`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -33,12 +65,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from massshift.schema import STATES, ScoreTableError
+from massshift.schema import DISTRACTOR_COLUMNS, STATES, ScoreTableError
 
 logger = logging.getLogger(__name__)
 
 GREEDY, TAIL, ABSENT = STATES
-CRITERIA: tuple[str, ...] = ("logprob", "sampling")
+CRITERIA: tuple[str, ...] = ("logprob", "sampling", "chance")
+"""The concrete criteria, in the order of every table; ``auto`` resolves to ``chance`` or ``logprob``."""
 SLICK_CLASSES: tuple[str, ...] = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 
@@ -47,24 +80,37 @@ class StateConfig:
     """How facts are sorted into states.
 
     Attributes:
-        criterion: ``"logprob"`` (p(gold) >= eps, the default) or ``"sampling"``
-            (at least one correct sample among ``n_samples``).
+        criterion: ``"auto"`` (the default: ``chance`` when the table has distractor
+            columns, else ``logprob``), ``"logprob"`` (p(gold) >= eps), ``"sampling"``
+            (at least one correct sample among ``n_samples``) or ``"chance"`` (p(gold)
+            >= eps and the gold beats its distractors; see the module docstring).
         n: the sample budget that defines the default threshold (128, as in the paper).
         alpha: the miss probability that defines the default threshold (0.05).
         eps: an explicit probability threshold in (0, 1]; ``None`` means ``-ln(alpha)/n``.
+        chance_ratio: ``chance`` needs p(gold) >= chance_ratio x the median distractor's
+            probability (> 0; default 2).
+        chance_top: ``chance`` needs the gold within the top ``chance_top`` share of gold +
+            distractors, i.e. ``gold_rank <= ceil(chance_top * (n_distractors + 1))`` (in (0, 1]).
     """
 
-    criterion: str = "logprob"
+    criterion: str = "auto"
     n: int = 128
     alpha: float = 0.05
     eps: float | None = None
+    chance_ratio: float = 2.0
+    chance_top: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.criterion not in CRITERIA:
+        if self.criterion not in (*CRITERIA, "auto"):
             raise ValueError(
-                f"StateConfig.criterion must be one of {CRITERIA}, got {self.criterion!r}; "
-                "use 'logprob' for p(gold) >= eps or 'sampling' for at least one correct sample."
+                f"StateConfig.criterion must be one of {(*CRITERIA, 'auto')}, got {self.criterion!r}; "
+                "use 'logprob' for p(gold) >= eps, 'sampling' for at least one correct sample, 'chance' "
+                "for beating the distractors, or 'auto' (chance when distractors were scored, else logprob)."
             )
+        if not (float(self.chance_ratio) > 0.0 and math.isfinite(float(self.chance_ratio))):
+            raise ValueError(f"StateConfig.chance_ratio must be a finite number > 0 (e.g. 2), got {self.chance_ratio!r}.")
+        if not (0.0 < float(self.chance_top) <= 1.0):
+            raise ValueError(f"StateConfig.chance_top must lie in (0, 1] (e.g. 0.25), got {self.chance_top!r}.")
         if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
             raise ValueError(f"StateConfig.n must be an integer >= 1 (e.g. 128), got {self.n!r}.")
         if not (0.0 < float(self.alpha) < 1.0):
@@ -86,6 +132,22 @@ class StateConfig:
     def log_threshold(self) -> float:
         """``log(eps)``, the threshold on ``logp_gold``."""
         return math.log(self.threshold)
+
+    def resolve(self, *tables: pd.DataFrame) -> StateConfig:
+        """This config with ``auto`` replaced: ``chance`` if every table has distractor columns, else ``logprob``."""
+        if self.criterion != "auto":
+            return self
+        chance = bool(tables) and all(has_distractors(t) for t in tables)
+        return dataclasses.replace(self, criterion="chance" if chance else "logprob")
+
+    def with_criterion(self, criterion: str) -> StateConfig:
+        """The same thresholds under another criterion."""
+        return dataclasses.replace(self, criterion=criterion)
+
+
+def has_distractors(df: pd.DataFrame) -> bool:
+    """Whether ``df`` carries the distractor columns (``schema.DISTRACTOR_COLUMNS``)."""
+    return all(c in df.columns for c in DISTRACTOR_COLUMNS)
 
 
 def _require(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -114,18 +176,37 @@ def is_tail_logprob(logp_gold: pd.Series | np.ndarray, eps: float) -> np.ndarray
         return np.isfinite(logp) & (logp >= math.log(eps))
 
 
+def is_tail_chance(df: pd.DataFrame, config: StateConfig) -> np.ndarray:
+    """The ``chance`` line (module docstring): p(gold) >= eps, gold in the top share, above median x ratio.
+
+    NaN anywhere (no distractors, NaN log-prob) is False.
+    """
+    _require(df, ("logp_gold", *DISTRACTOR_COLUMNS), "the chance criterion (score with distractors > 0)")
+    logp = df["logp_gold"].to_numpy(dtype=float)
+    rank = df["gold_rank"].to_numpy(dtype=float)
+    n_d = df["n_distractors"].to_numpy(dtype=float)
+    median = df["logp_median_distractor"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        top = rank <= np.ceil(config.chance_top * (n_d + 1) - 1e-9)  # guard 0.25 * 4 = 1.0000000000000002
+        margin = logp >= median + math.log(config.chance_ratio)
+    return is_tail_logprob(logp, config.threshold) & (n_d > 0) & top & margin
+
+
 def assign_states(df: pd.DataFrame, config: StateConfig | None = None) -> pd.Series:
-    """The state of every fact of a score table under ``config.criterion``.
+    """The state of every fact of a score table under ``config.criterion`` (``auto`` resolved on ``df``).
 
     Returns a string Series (values in ``schema.STATES``) aligned with ``df.index``.
-    The sampling criterion raises ``ScoreTableError`` naming facts with ``n_samples == 0``.
+    The sampling criterion raises ``ScoreTableError`` naming facts with ``n_samples == 0``;
+    the chance criterion raises when the distractor columns are missing.
     """
-    config = config or StateConfig()
+    config = (config or StateConfig()).resolve(df)
     _require(df, ("greedy_correct",), "assign_states")
     greedy = df["greedy_correct"].to_numpy(dtype=bool)
     if config.criterion == "logprob":
         _require(df, ("logp_gold",), "the logprob criterion")
         tail = is_tail_logprob(df["logp_gold"], config.threshold)
+    elif config.criterion == "chance":
+        tail = is_tail_chance(df, config)
     else:
         _check_samples(df, "the sampling criterion")
         tail = df["n_correct"].to_numpy() >= 1
@@ -139,37 +220,45 @@ def has_samples(df: pd.DataFrame) -> bool:
 
 
 def add_state_columns(df: pd.DataFrame, config: StateConfig | None = None) -> pd.DataFrame:
-    """A copy of ``df`` with ``state_logprob``, ``state_sampling`` and ``state`` columns.
+    """A copy of ``df`` with ``state_logprob``, ``state_sampling``, ``state_chance`` and ``state`` columns.
 
-    ``state_sampling`` is added only when every row has samples; ``state`` is the
-    state under ``config.criterion`` (overwriting any ``state`` column scoring wrote).
+    ``state_sampling`` is added only when every row has samples, ``state_chance``
+    only when the distractor columns exist; ``state`` is the state under
+    ``config.criterion`` (``auto`` resolved on ``df``; overwriting any ``state``
+    column scoring wrote).
     """
-    config = config or StateConfig()
+    config = (config or StateConfig()).resolve(df)
     out = df.copy()
-    out["state_logprob"] = assign_states(df, _with_criterion(config, "logprob"))
+    out["state_logprob"] = assign_states(df, config.with_criterion("logprob"))
     if has_samples(df):
-        out["state_sampling"] = assign_states(df, _with_criterion(config, "sampling"))
+        out["state_sampling"] = assign_states(df, config.with_criterion("sampling"))
     elif config.criterion == "sampling":
         _check_samples(df, "the sampling criterion")
+    if has_distractors(df):
+        out["state_chance"] = assign_states(df, config.with_criterion("chance"))
+    elif config.criterion == "chance":
+        _require(df, DISTRACTOR_COLUMNS, "the chance criterion (score with distractors > 0)")
     out["state"] = out[f"state_{config.criterion}"]
     return out
 
 
-def _with_criterion(config: StateConfig, criterion: str) -> StateConfig:
-    return StateConfig(criterion=criterion, n=config.n, alpha=config.alpha, eps=config.eps)
+def agreement(df: pd.DataFrame, suffix: str = "", criteria: tuple[str, str] = ("logprob", "sampling")) -> float:
+    """Share of facts whose state is the same under two criteria (default logprob and sampling).
 
-
-def agreement(df: pd.DataFrame, suffix: str = "") -> float:
-    """Share of facts whose state is the same under both criteria.
-
-    Reads ``state_logprob{suffix}`` and ``state_sampling{suffix}`` (``suffix`` is
-    ``"_base"`` or ``"_rl"`` on a merged table). NaN for an empty table.
+    Reads ``state_<criterion>{suffix}`` (``suffix`` is ``"_base"`` or ``"_rl"`` on a
+    merged table). NaN for an empty table.
     """
-    cols = (f"state_logprob{suffix}", f"state_sampling{suffix}")
+    cols = tuple(f"state_{c}{suffix}" for c in criteria)
     _require(df, cols, "agreement (run add_state_columns on a table with samples first)")
     if len(df) == 0:
         return float("nan")
     return float((df[cols[0]].to_numpy() == df[cols[1]].to_numpy()).mean())
+
+
+def pairwise_agreement(df: pd.DataFrame, suffix: str = "") -> dict[str, float]:
+    """Agreement of every pair of criteria whose state columns exist, keyed ``"logprob~chance"`` etc."""
+    have = [c for c in CRITERIA if f"state_{c}{suffix}" in df.columns]
+    return {f"{a}~{b}": agreement(df, suffix, (a, b)) for i, a in enumerate(have) for b in have[i + 1:]}
 
 
 def slick_class(df: pd.DataFrame) -> pd.Series:

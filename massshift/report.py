@@ -6,11 +6,12 @@ fact into a state under each model, merges them and writes into ``out_dir``:
 - ``config.yaml`` and ``env.json`` (``rundir.init_run_dir``);
 - ``facts.parquet``: one row per fact, fact-level columns unsuffixed and each
   model's columns suffixed ``_base`` / ``_rl``, with ``state``,
-  ``state_logprob`` and (when samples exist) ``state_sampling`` per model;
+  ``state_logprob``, (when samples exist) ``state_sampling`` and (when
+  distractors were scored) ``state_chance`` per model;
 - ``transitions.csv``: tidy, one row per (criterion, base_state, rl_state) with
   ``count``, ``row_share`` = P(RL state | base state) and its bootstrap interval
   ``row_share_lo`` / ``row_share_hi``; rows for ``sampling`` appear only when
-  both models have samples;
+  both models have samples, rows for ``chance`` only when both have distractors;
 - ``summary.json``: ``stats.summarise`` plus the labels;
 - ``trajectory.csv`` (several RL checkpoints only): state shares per checkpoint,
   the base first, from ``transitions.state_shares``;
@@ -37,7 +38,7 @@ import pandas as pd
 import yaml
 
 from massshift import plots
-from massshift.categories import StateConfig, add_state_columns, has_samples
+from massshift.categories import StateConfig, add_state_columns, has_distractors, has_samples
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.schema import STATES, ScoreTableError, check_score_table
 from massshift.stats import Bootstrap, StatsConfig, model_states, summarise, transition_table
@@ -53,16 +54,20 @@ class CompareConfig:
     """Settings of a comparison: the state rules, the bootstrap and the model labels.
 
     Attributes:
-        criterion, n, alpha, eps: as in ``categories.StateConfig``.
+        criterion, n, alpha, eps, chance_ratio, chance_top: as in ``categories.StateConfig``
+            (``criterion="auto"``, the default, is ``chance`` when both tables have
+            distractor columns, else ``logprob``).
         n_boot, ci, seed: as in ``stats.StatsConfig``.
         base_label: the name of the base model in tables, figures and the report.
         rl_label: the name of the RL model (used when a single RL table is given).
     """
 
-    criterion: str = "logprob"
+    criterion: str = "auto"
     n: int = 128
     alpha: float = 0.05
     eps: float | None = None
+    chance_ratio: float = 2.0
+    chance_top: float = 0.25
     n_boot: int = 2000
     ci: float = 0.95
     seed: int = 0
@@ -80,7 +85,8 @@ class CompareConfig:
 
     @property
     def state_config(self) -> StateConfig:
-        return StateConfig(criterion=self.criterion, n=self.n, alpha=self.alpha, eps=self.eps)
+        return StateConfig(criterion=self.criterion, n=self.n, alpha=self.alpha, eps=self.eps,
+                           chance_ratio=self.chance_ratio, chance_top=self.chance_top)
 
     @property
     def stats_config(self) -> StatsConfig:
@@ -140,8 +146,10 @@ def write_compare_report(
     config = config or CompareConfig()
     if seed is not None:
         config = dataclasses.replace(config, seed=seed)
-    state_cfg, stats_cfg = config.state_config, config.stats_config
+    stats_cfg = config.stats_config
     rl_list = _rl_list(rl_scores, config.rl_label)
+    # one criterion for every table: chance only when all of them carry distractor columns
+    state_cfg = config.state_config.resolve(base_scores, *[df for _, df in rl_list])
     if config.base_label in {label for label, _ in rl_list}:
         raise ValueError(f"an RL checkpoint label equals the base label {config.base_label!r}; rename one")
     base = add_state_columns(_checked(base_scores, f"base score table ({config.base_label})"), state_cfg)
@@ -162,7 +170,8 @@ def write_compare_report(
 
     write_parquet(out / "facts.parquet", merged)
     boot = Bootstrap(len(merged), stats_cfg)
-    criteria = ["logprob"] + (["sampling"] if has_samples(base) and has_samples(rl_tables[-1][1]) else [])
+    criteria = (["logprob"] + (["sampling"] if has_samples(base) and has_samples(rl_tables[-1][1]) else [])
+                + (["chance"] if has_distractors(base) and has_distractors(rl_tables[-1][1]) else []))
     tables = []
     for crit in criteria:
         b_states, r_states = model_states(merged, dataclasses.replace(state_cfg, criterion=crit))
@@ -173,7 +182,8 @@ def write_compare_report(
         write_csv(out / "trajectory.csv", shares)
     write_json(out / "summary.json", summary)
     drawn = sorted({path.stem for path in plots.draw_all(out)}) if figures else []
-    write_text(out / "report.md", render_report(summary, config, drawn))
+    write_text(out / "report.md", render_report(summary, dataclasses.replace(config, criterion=state_cfg.criterion),
+                                                drawn))
     logger.info("compare report written to %s", out)
     return summary
 
@@ -224,6 +234,38 @@ def _matrix_md(counts: dict[str, dict[str, int]], base: str, rl: str) -> list[st
     return lines
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _exposure_md(exp: dict[str, Any] | None, base: str, rl: str) -> list[str]:
+    """The exposure table (greedy and tail-correct shares per bucket and criterion) and the never-seen control."""
+    if not exp:
+        return []
+    crits = list(dict.fromkeys(row["criterion"] for row in exp["rows"]))
+    cell = {(row["bucket"], row["model"], row["criterion"]): row for row in exp["rows"]}
+    what = "exposure count" if exp["kind"] == "exposure" else "popularity quantile"
+    head = ["bucket", "n", f"greedy {base}", f"greedy {rl}"] + [f"tail ({c}) {m}" for c in crits for m in (base, rl)]
+    lines = [f"## Exposure (state shares by {what})", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for bucket in exp["buckets"]:
+        first = cell[(bucket, "base", crits[0])]
+        if first["n"] == 0:
+            continue
+        cells = [bucket, str(first["n"]), _pct(first[STATES[0]]), _pct(cell[(bucket, "rl", crits[0])][STATES[0]])]
+        cells += [_pct(cell[(bucket, m, c)][STATES[1]]) for c in crits for m in ("base", "rl")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    never = exp.get("never_seen")
+    if never:
+        shares = "; ".join(f"`{c}` {base} {_pct(v['base'])}, {rl} {_pct(v['rl'])}" for c, v in never["tail_share"].items())
+        lines += [f"Never-seen control (popularity 0, n = {never['n']}; any tail-correct label here is guessing): "
+                  f"labelled tail-correct by {shares}; greedy-correct {base} {_pct(never['greedy_share']['base'])}, "
+                  f"{rl} {_pct(never['greedy_share']['rl'])}.", ""]
+    if exp.get("n_missing"):
+        lines += [f"{exp['n_missing']} facts without popularity are left out of this table.", ""]
+    return lines
+
+
 def render_report(summary: dict[str, Any], config: CompareConfig, figures: Sequence[str] = ()) -> str:
     """report.md: setup, headline numbers with CIs, the matrix, the verdict, churn, figures."""
     b, r = summary["labels"]["base"], summary["labels"]["rl"]
@@ -252,6 +294,17 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
     if summary.get("agreement"):
         lines.append(f"- agreement of the logprob and sampling states: {b} {_pct(summary['agreement']['base'])}, "
                      f"{r} {_pct(summary['agreement']['rl'])}")
+    pairs = summary.get("agreement_pairwise") or {}
+    for pair in (pairs.get("base") or {}):
+        if pair != "logprob~sampling":
+            lines.append(f"- agreement of the {pair.replace('~', ' and ')} states: {b} {_pct(pairs['base'][pair])}, "
+                         f"{r} {_pct(pairs['rl'][pair])}")
+    ch = summary.get("chance")
+    if ch:
+        lines.append(f"- distractors: mean K_q {b} {_num(ch['base']['k_q_mean'])}, {r} {_num(ch['rl']['k_q_mean'])}; "
+                     f"gold ranked first {b} {_pct(ch['base']['share_gold_first'])}, "
+                     f"{r} {_pct(ch['rl']['share_gold_first'])}; {ch['base']['n_distractors_mean']:.1f} distractors "
+                     f"per fact, {ch['base']['n_without_distractors']} facts without any")
     for state, s in summary["logp_shift"].items():
         lines.append(f"- median \u0394 log p(gold), {b} {state}: {_est(s['median'])} (n = {s['n']}, "
                      f"{s['n_nonfinite']} non-finite)")
@@ -266,6 +319,7 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
             lines.append(f"- support ({crit}): P {sup['P']}, S {sup['S']}, E {sup['E']}, O {sup['O']}; {ratios}")
     lines += ["", f"## Transitions ({summary['criterion']}; count and row share)", "",
               *_matrix_md(summary["transitions"], b, r), ""]
+    lines += _exposure_md(summary.get("exposure"), b, r)
     if figures:
         lines += ["## Figures", "", *[f"- [{name}](figures/{name}.png) ([pdf](figures/{name}.pdf))" for name in figures], ""]
     return "\n".join(lines)

@@ -28,6 +28,22 @@ state                str          state under the run's default criterion
 
 Optional columns carried from the facts file: ``subject``, ``relation``,
 ``object``, ``popularity``. Extra columns are allowed and kept.
+
+Distractor columns (``DISTRACTOR_COLUMNS``; written only when scoring with
+``ScoreConfig.distractors > 0``, see ``massshift.distractors``):
+
+======================  ===========  =======================================================
+column                  dtype        meaning
+======================  ===========  =======================================================
+distractors             list[str]    the distractor answers scored for this fact
+distractor_logps        list[float]  their summed log-probs (answer + terminator), same order
+gold_rank               float        1 + distractors with log-prob >= logp_gold (1: gold first);
+                                     NaN without distractors or with a NaN logp_gold
+k_q                     float        share of (gold, distractor) pairs the gold wins, ties 0.5
+logp_best_distractor    float        the highest distractor log-prob
+logp_median_distractor  float        the median distractor log-prob
+n_distractors           int          distractors scored (0: no chance line for this fact)
+======================  ===========  =======================================================
 """
 
 from __future__ import annotations
@@ -42,6 +58,10 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "sample_answers", "answer_entropy", "state",
 )
 FACT_COLUMNS_OPTIONAL: tuple[str, ...] = ("subject", "relation", "object", "popularity")
+DISTRACTOR_COLUMNS: tuple[str, ...] = (
+    "gold_rank", "k_q", "logp_best_distractor", "logp_median_distractor", "n_distractors",
+)
+"""The per-fact numbers of the distractor comparison; the ``chance`` criterion needs them all."""
 
 STATES: tuple[str, ...] = ("greedy-correct", "tail-correct", "absent")
 """The three states of a fact under one model, in the order used by every table and figure."""

@@ -25,12 +25,13 @@ from typing import Any
 
 import pandas as pd
 
+from massshift.distractors import distractor_stats, draw_distractors
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import MatchConfig, Matcher, normalize
 from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
 from massshift.rundir import write_json, write_parquet
 from massshift.schema import FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
-from massshift.scoring import ScoringConfig, score_items
+from massshift.scoring import AliasScores, ScoringConfig, score_items
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class ScoreConfig:
         generation: greedy decoding and sampling (``generation.GenerationConfig``).
         scoring: teacher-forcing batches (``scoring.ScoringConfig``; does not change numbers).
         chunk_size: facts per cached chunk (progress is saved after each chunk).
+        distractors: distractor answers scored per fact (``distractors.draw_distractors``,
+            seeded by ``generation.seed``); 0 (the default) scores none and writes no
+            distractor columns. They are drawn from the whole facts table, then scored
+            on the gold answer's prompt pass, so each costs one continuation row.
     """
 
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -57,10 +62,16 @@ class ScoreConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     chunk_size: int = 64
+    distractors: int = 0
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if isinstance(self.distractors, bool) or not isinstance(self.distractors, int) or self.distractors < 0:
+            raise ValueError(
+                f"ScoreConfig.distractors must be an integer >= 0 (0: none, 20 is a good default), "
+                f"got {self.distractors!r}"
+            )
         if self.match.terminator != self.prompt.terminator:
             raise ValueError(
                 f"match.terminator {self.match.terminator!r} differs from prompt.terminator "
@@ -68,14 +79,20 @@ class ScoreConfig:
             )
 
     def numbers_key(self) -> dict[str, Any]:
-        """The settings that change the numbers (batching and chunking excluded)."""
+        """The settings that change the numbers (batching and chunking excluded).
+
+        ``distractors`` appears only when > 0, so caches written before it existed stay valid.
+        """
         gen = self.generation
-        return {
+        key = {
             "prompt": self.prompt.to_dict(),
             "match": {"mode": self.match.mode, "max_words": self.match.max_words},
             "generation": {"n_samples": gen.n_samples, "temperature": gen.temperature, "top_p": gen.top_p,
                            "max_new_tokens": gen.max_new_tokens, "seed": gen.seed},
         }
+        if self.distractors:
+            key["distractors"] = self.distractors
+        return key
 
 
 def facts_hash(facts: pd.DataFrame) -> str:
@@ -86,13 +103,18 @@ def facts_hash(facts: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(model_key: str, config: ScoreConfig, facts: pd.DataFrame, matcher_name: str = "") -> str:
-    """A stable key for (weights + tokenizer, settings, facts)."""
-    payload = json.dumps(
-        {"model": model_key, "config": config.numbers_key(), "facts": facts_hash(facts),
-         "matcher": matcher_name, "chunk_size": config.chunk_size},
-        sort_keys=True,
-    )
+def fingerprint(
+    model_key: str, config: ScoreConfig, facts: pd.DataFrame, matcher_name: str = "",
+    distractors: Sequence[Sequence[str]] | None = None,
+) -> str:
+    """A stable key for (weights + tokenizer, settings, facts, and the drawn distractors when any)."""
+    content: dict[str, Any] = {"model": model_key, "config": config.numbers_key(), "facts": facts_hash(facts),
+                               "matcher": matcher_name, "chunk_size": config.chunk_size}
+    if distractors is not None and config.distractors:
+        # the draw depends on relations and subjects too, which facts_hash does not cover
+        content["distractor_lists"] = hashlib.sha256(
+            json.dumps([list(d) for d in distractors], ensure_ascii=False).encode()).hexdigest()[:16]
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -119,20 +141,39 @@ def pass_at_k_ks(n: int) -> list[int]:
     return ks + [n] if n >= 1 else []
 
 
+def split_scores(scores: AliasScores, n_aliases: int) -> tuple[AliasScores, list[float]]:
+    """Split one fact's scores into the gold aliases (the first ``n_aliases`` rows) and the distractors' log-probs."""
+    gold = AliasScores(scores.alias_logps[:n_aliases], scores.token_logps[:n_aliases],
+                       scores.alias_is_greedy[:n_aliases])
+    return gold, [float(x) for x in scores.alias_logps[n_aliases:]]
+
+
 def score_chunk(
     model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, label: str,
     matcher: Matcher, on_facts: Callable[[float], None] | None = None,
+    distractors: Sequence[Sequence[str]] | None = None,
 ) -> pd.DataFrame:
-    """Score one chunk of facts: teacher forcing, then greedy and sampled answers."""
+    """Score one chunk of facts: teacher forcing, then greedy and sampled answers.
+
+    ``distractors`` (one list per fact, from ``draw_distractors`` over the whole
+    facts table) are teacher-forced as extra continuations of the fact's prompt;
+    when ``config.distractors > 0`` and none are given they are drawn from this
+    chunk alone. Their columns (``DISTRACTOR_COLUMNS``) are written only then.
+    """
     from massshift.stats import pass_at_k  # the one definition of the estimator
 
     ids = [str(f) for f in facts["fact_id"]]
     questions = list(facts["question"])
     answers = [list(a) for a in facts["answers"]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    items = encode_facts(tokenizer, questions, answers, config.prompt, fact_ids=ids)
+    if config.distractors and distractors is None:
+        distractors = draw_distractors(facts, config.distractors, config.generation.seed)
+    dis = [list(d) for d in distractors] if config.distractors and distractors is not None else None
+    conts = [a + d for a, d in zip(answers, dis)] if dis is not None else answers
+    items = encode_facts(tokenizer, questions, conts, config.prompt, fact_ids=ids)
     half = (lambda n: on_facts(n / 2)) if on_facts else None
-    tf = score_items(model, items, pad_id, config.scoring, on_batch=half)
+    tf_all = score_items(model, items, pad_id, config.scoring, on_batch=half)
+    tf = [split_scores(s, len(a))[0] for s, a in zip(tf_all, answers)]
     prompts = [encode_prompt(tokenizer, build_prompt(q, config.prompt, tokenizer), config.prompt) for q in questions]
     gens = generate(model, prompts, ids, tokenizer, config.generation, config.prompt.terminator, on_batch=half)
     rows = []
@@ -151,6 +192,10 @@ def score_chunk(
             "answer_entropy": entropy_nats(counts), "state": "",
             "token_logps": s.token_logps[best], "n_truncated": g.truncated,
         }
+        if dis is not None:
+            row["distractors"] = dis[i]
+            row["distractor_logps"] = split_scores(tf_all[i], len(ans))[1]
+            row.update(distractor_stats(s.logp_gold, row["distractor_logps"]))
         for k in pass_at_k_ks(n):
             row[f"pass_at_{k}"] = float(pass_at_k(n, n_correct, k))
         for col in FACT_COLUMNS_OPTIONAL:
@@ -189,9 +234,10 @@ def score_facts(
         raise ValueError("the facts table is empty: nothing to score")
     match = matcher or config.match.matcher()
     matcher_name = "" if matcher is None else getattr(matcher, "__qualname__", repr(matcher))
+    drawn = draw_distractors(facts, config.distractors, config.generation.seed) if config.distractors else None
     chunk_dir = None
     if model_key is not None:
-        fp = fingerprint(model_key, config, facts, matcher_name)
+        fp = fingerprint(model_key, config, facts, matcher_name, drawn)
         chunk_dir = Path(cache_dir or default_cache_root()) / "scores" / fp
         chunk_dir.mkdir(parents=True, exist_ok=True)
         write_json(chunk_dir / "meta.json", {"model_key": model_key, "config": config.numbers_key(),
@@ -207,7 +253,8 @@ def score_facts(
             if on_facts:
                 on_facts(len(part))
         else:
-            part = score_chunk(model, tokenizer, chunk, config, label, match, on_facts)
+            part = score_chunk(model, tokenizer, chunk, config, label, match, on_facts,
+                               drawn[start: start + config.chunk_size] if drawn is not None else None)
             if path is not None:
                 write_parquet(path, part)
         parts.append(part)

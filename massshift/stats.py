@@ -41,8 +41,10 @@ from massshift.categories import (
     StateConfig,
     add_state_columns,
     agreement,
+    has_distractors,
     has_samples,
     is_tail_logprob,
+    pairwise_agreement,
     slick_class,
 )
 from massshift.schema import STATES, ScoreTableError
@@ -244,6 +246,97 @@ def support(merged: pd.DataFrame, eps: float) -> dict[str, Any]:
     return {"logprob": {"eps": eps, **by_logp}, "sampling": by_sampling}
 
 
+# ----------------------------------------------------------------------------- exposure (never-seen control)
+
+EXPOSURE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("0", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8+", 8, math.inf),
+)
+"""Exposure-count buckets (label, lowest, highest) for integer popularity (the synthetic world's exposure)."""
+
+
+def exposure_buckets(popularity: Sequence[float] | np.ndarray, n_quantiles: int = 4) -> tuple[np.ndarray, list[str], str]:
+    """Bucket label of every fact (None where popularity is missing), the labels in order, and the kind.
+
+    Integer popularity (every finite value a whole number >= 0, as exposure counts
+    are) uses ``EXPOSURE_BUCKETS`` (kind ``exposure``); anything else uses
+    ``n_quantiles`` quantile buckets labelled by their value ranges (kind ``quantile``;
+    ties may merge buckets).
+    """
+    pop = np.asarray(popularity, dtype=float)
+    ok = np.isfinite(pop)
+    labels = np.full(len(pop), None, dtype=object)
+    if not ok.any():
+        return labels, [], "exposure"
+    vals = pop[ok]
+    if (vals >= 0).all() and (vals == np.round(vals)).all():
+        order = []
+        for label, lo, hi in EXPOSURE_BUCKETS:
+            labels[ok & (pop >= lo) & (pop <= hi)] = label
+            order.append(label)
+        return labels, order, "exposure"
+    cats = pd.qcut(vals, n_quantiles, duplicates="drop")
+    names = [f"[{iv.left:.3g}, {iv.right:.3g}]" for iv in cats.categories]
+    labels[ok] = np.asarray(names, dtype=object)[cats.codes]
+    return labels, names, "quantile"
+
+
+def exposure(merged: pd.DataFrame, states: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any] | None:
+    """State shares by popularity bucket, per model and criterion, and the never-seen control.
+
+    ``states`` maps a criterion to (base states, RL states). Returns None without a
+    ``popularity`` column (or with no finite value). ``rows``: one per (bucket,
+    model, criterion) with ``n`` and the share of each state; ``never_seen``: the
+    facts with popularity exactly 0 (never seen in pretraining, in the synthetic
+    world), with the share each criterion labels tail-correct (and greedy-correct)
+    per model; None when there are none. Facts without popularity are counted in
+    ``n_missing`` and left out.
+    """
+    if "popularity" not in merged.columns:
+        return None
+    pop = merged["popularity"].to_numpy(dtype=float)
+    labels, order, kind = exposure_buckets(pop)
+    if not order:
+        return None
+    rows = []
+    for bucket in order:
+        in_bucket = labels == bucket
+        for m_i, model in enumerate(("base", "rl")):
+            for crit, pair in states.items():
+                st = pair[m_i][in_bucket]
+                n = int(in_bucket.sum())
+                rows.append({"bucket": bucket, "model": model, "criterion": crit, "n": n,
+                             **{s: (float((st == s).mean()) if n else None) for s in STATES}})
+    zero = np.isfinite(pop) & (pop == 0)
+    never = None
+    if zero.any():
+        never = {
+            "n": int(zero.sum()),
+            "tail_share": {c: {m: float((pair[i][zero] == TAIL).mean()) for i, m in enumerate(("base", "rl"))}
+                           for c, pair in states.items()},
+            "greedy_share": {m: float(merged[f"greedy_correct_{m}"].to_numpy(dtype=bool)[zero].mean())
+                             for m in ("base", "rl")},
+        }
+    return {"kind": kind, "buckets": order, "n_missing": int((~np.isfinite(pop)).sum()), "rows": rows,
+            "never_seen": never}
+
+
+def chance_summary(merged: pd.DataFrame) -> dict[str, Any]:
+    """Per model: mean K_q, median gold rank, mean distractors per fact, facts without distractors."""
+    out = {}
+    for m in ("base", "rl"):
+        kq = merged[f"k_q_{m}"].to_numpy(dtype=float)
+        rank = merged[f"gold_rank_{m}"].to_numpy(dtype=float)
+        n_d = merged[f"n_distractors_{m}"].to_numpy(dtype=float)
+        out[m] = {
+            "k_q_mean": float(np.nanmean(kq)) if np.isfinite(kq).any() else None,
+            "gold_rank_median": float(np.nanmedian(rank)) if np.isfinite(rank).any() else None,
+            "share_gold_first": float((rank == 1).mean()),
+            "n_distractors_mean": float(n_d.mean()),
+            "n_without_distractors": int((n_d == 0).sum()),
+        }
+    return out
+
+
 # ----------------------------------------------------------------------------- tables
 
 def sensitivity(merged: pd.DataFrame, eps_grid: Sequence[float] | None = None) -> pd.DataFrame:
@@ -321,18 +414,20 @@ def summarise(
         raise ScoreTableError("cannot summarise an empty comparison: the merged table has no facts")
     boot = Bootstrap(len(merged), stats_config)
     views = {m: model_view(merged, f"_{m}") for m in ("base", "rl")}
+    state_config = state_config.resolve(*views.values())
     sampled = all(has_samples(v) for v in views.values())
-    criteria = ("logprob", "sampling") if sampled else ("logprob", state_config.criterion)  # sampling raises here
-    states = {
-        crit: model_states(merged, StateConfig(crit, state_config.n, state_config.alpha, state_config.eps))
-        for crit in criteria
-    }
+    chance = all(has_distractors(v) for v in views.values())
+    criteria = ["logprob"] + (["sampling"] if sampled else []) + (["chance"] if chance else [])
+    if state_config.criterion not in criteria:
+        criteria.append(state_config.criterion)  # raises below, naming what is missing
+    states = {crit: model_states(merged, state_config.with_criterion(crit)) for crit in criteria}
     base_states, rl_states = states[state_config.criterion]
     summary: dict[str, Any] = {
         "n_facts": len(merged),
         "criterion": state_config.criterion,
         "eps": state_config.threshold,
-        "state_config": {"n": state_config.n, "alpha": state_config.alpha, "eps": state_config.eps},
+        "state_config": {"n": state_config.n, "alpha": state_config.alpha, "eps": state_config.eps,
+                         "chance_ratio": state_config.chance_ratio, "chance_top": state_config.chance_top},
         "bootstrap": {"n_boot": stats_config.n_boot, "ci": stats_config.ci, "seed": stats_config.seed},
         "has_samples": sampled,
         "n_nonfinite_logp": nonfinite_logp(merged),
@@ -349,12 +444,17 @@ def summarise(
         "entropy": entropy(merged, boot),
         "support": support(merged, state_config.threshold),
         "agreement": None,
+        "agreement_pairwise": None,
+        "chance": chance_summary(merged) if chance else None,
+        "exposure": exposure(merged, states),
         "slick": None,
         "pass_at_k": None,
         "sensitivity": sensitivity(merged).to_dict(orient="records"),
     }
-    if sampled:
+    if len(states) > 1:
         with_states = {m: add_state_columns(v, state_config) for m, v in views.items()}
+        summary["agreement_pairwise"] = {m: pairwise_agreement(v) for m, v in with_states.items()}
+    if sampled:
         summary["agreement"] = {m: agreement(v) for m, v in with_states.items()}
         summary["slick"] = {
             m: {c: int((slick_class(v) == c).sum()) for c in SLICK_CLASSES}
