@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from massshift.categories import StateConfig, add_state_columns, agreement, assign_states, slick_class
+from massshift.categories import (
+    StateConfig,
+    add_state_columns,
+    agreement,
+    assign_states,
+    pairwise_agreement,
+    slick_class,
+)
 from massshift.schema import STATES, ScoreTableError
 
 CASES = json.loads((Path(__file__).parent / "cases" / "states.json").read_text())["cases"]
@@ -111,3 +118,59 @@ def test_states_follow_the_index():
     df = pd.DataFrame({"greedy_correct": [False, True], "logp_gold": [np.log(0.5), -20.0]}, index=[10, 3])
     states = assign_states(df)
     assert states.loc[10] == "tail-correct" and states.loc[3] == "greedy-correct"
+
+
+CHANCE_CASES = json.loads((Path(__file__).parent / "cases" / "chance_cases.json").read_text())["cases"]
+
+
+def _chance_row(case: dict) -> tuple[pd.DataFrame, StateConfig]:
+    cfg = StateConfig(criterion="chance", chance_ratio=case["chance_ratio"] or 2.0, chance_top=case["chance_top"] or 0.25)
+    median = math.nan if case["logp_median_distractor"] == "nan" else float(case["logp_median_distractor"])
+    logp = case["logp_gold"]
+    if logp == "median+log(ratio)":
+        logp = median + math.log(cfg.chance_ratio)
+    elif logp == "median+log(ratio)-1e-9":
+        logp = median + math.log(cfg.chance_ratio) - 1e-9
+    df = pd.DataFrame([{
+        "fact_id": case["id"], "greedy_correct": case["greedy_correct"], "logp_gold": float(logp),
+        "gold_rank": float(case["gold_rank"]), "n_distractors": case["n_distractors"],
+        "logp_median_distractor": median, "logp_best_distractor": median, "k_q": math.nan,
+    }])
+    return df, cfg
+
+
+@pytest.mark.parametrize("case", CHANCE_CASES, ids=[c["id"] for c in CHANCE_CASES])
+def test_hand_worked_chance_states(case):
+    df, cfg = _chance_row(case)
+    assert assign_states(df, cfg).iloc[0] == case["expected_chance"]
+    assert assign_states(df, StateConfig(criterion="logprob")).iloc[0] == case["expected_logprob"]
+
+
+def test_auto_resolves_to_chance_only_with_distractor_columns():
+    df = pd.concat([_chance_row(c)[0] for c in CHANCE_CASES if c["chance_ratio"] is None and c["chance_top"] is None],
+                   ignore_index=True)
+    rows = [c for c in CHANCE_CASES if c["chance_ratio"] is None and c["chance_top"] is None]
+    assert StateConfig().criterion == "auto"
+    assert StateConfig().resolve(df).criterion == "chance"
+    assert StateConfig().resolve(df.drop(columns=["k_q"])).criterion == "logprob"
+    assert StateConfig(criterion="logprob").resolve(df).criterion == "logprob"  # explicit criteria stay
+    out = add_state_columns(df)
+    assert list(out["state_chance"]) == [c["expected_chance"] for c in rows]
+    assert list(out["state_logprob"]) == [c["expected_logprob"] for c in rows]
+    assert list(out["state"]) == list(out["state_chance"])
+    assert list(add_state_columns(df, StateConfig(criterion="logprob"))["state"]) == list(out["state_logprob"])
+    same = sum(c["expected_chance"] == c["expected_logprob"] for c in rows)
+    assert pairwise_agreement(out) == {"logprob~chance": pytest.approx(same / len(rows))}
+    plain = df.drop(columns=["gold_rank"])
+    assert "state_chance" not in add_state_columns(plain).columns
+    with pytest.raises(ScoreTableError, match="gold_rank"):
+        add_state_columns(plain, StateConfig(criterion="chance"))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"chance_ratio": 0.0}, "chance_ratio"), ({"chance_ratio": math.inf}, "chance_ratio"),
+    ({"chance_top": 0.0}, "chance_top"), ({"chance_top": 1.5}, "chance_top"),
+])
+def test_chance_settings_are_validated(kwargs, field):
+    with pytest.raises(ValueError, match=f"StateConfig.{field}"):
+        StateConfig(**kwargs)

@@ -261,3 +261,97 @@ def test_summarise_accepts_a_compare_config(merged, summary):
     from massshift.report import CompareConfig
 
     assert summarise(merged, CompareConfig(n_boot=N_BOOT, seed=0)) == summary
+
+
+# ----------------------------------------------------------------------------- distractors and exposure
+
+POPULARITY = [0, 0, 1, 2, 3, 4, 7, 8, 30, float("nan")]
+
+
+def with_distractors(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A score table with made-up distractor columns (every 13th fact has none) and cycled popularity."""
+    rng = np.random.default_rng(seed)
+    n = len(table)
+    n_d = np.where(np.arange(n) % 13 == 5, 0, 20)
+    median = np.where(n_d > 0, table["logp_gold"].to_numpy(dtype=float) + rng.normal(-0.5, 1.5, n), np.nan)
+    rank = np.where(n_d > 0, rng.integers(1, 22, n), np.nan).astype(float)
+    return table.assign(
+        gold_rank=rank, k_q=np.where(n_d > 0, (21 - rank) / 20, np.nan), logp_best_distractor=median + 1.0,
+        logp_median_distractor=median, n_distractors=n_d,
+        popularity=[POPULARITY[i % len(POPULARITY)] for i in range(n)],
+    )
+
+
+def chance_merged(n: int = 200, seed: int = 0, n_samples: int = 16) -> pd.DataFrame:
+    base, (rl,) = make_pair(n=n, seed=seed, n_samples=n_samples)
+    return merge_models(add_state_columns(with_distractors(base, 1)), add_state_columns(with_distractors(rl, 2)))
+
+
+def plain_any_state(row: dict, m: str, criterion: str) -> str:
+    if criterion != "chance":
+        return plain_state(row, m, criterion)
+    if row[f"greedy_correct_{m}"]:
+        return "greedy-correct"
+    lp, nd = row[f"logp_gold_{m}"], row[f"n_distractors_{m}"]
+    ok = (nd > 0 and math.isfinite(lp) and lp >= math.log(EPS)
+          and row[f"gold_rank_{m}"] <= math.ceil(0.25 * (nd + 1))
+          and lp >= row[f"logp_median_distractor_{m}"] + math.log(2.0))
+    return "tail-correct" if ok else "absent"
+
+
+def test_exposure_buckets_and_never_seen_control_by_hand():
+    merged = chance_merged()
+    s = summarise(merged, StateConfig(), StatsConfig(n_boot=50))
+    assert s["criterion"] == "chance"  # auto with distractor columns on both sides
+    rows = merged.to_dict("records")
+    exp = s["exposure"]
+    assert exp["kind"] == "exposure" and exp["buckets"] == ["0", "1", "2-3", "4-7", "8+"]
+    assert exp["n_missing"] == sum(math.isnan(r["popularity"]) for r in rows) == 20
+
+    def bucket(p: float) -> str | None:
+        if math.isnan(p):
+            return None
+        return "0" if p == 0 else "1" if p == 1 else "2-3" if p <= 3 else "4-7" if p <= 7 else "8+"
+
+    got = {(r["bucket"], r["model"], r["criterion"]): r for r in exp["rows"]}
+    assert {c for _, _, c in got} == {"logprob", "sampling", "chance"}
+    for (b, m, crit), rec in got.items():
+        members = [r for r in rows if bucket(r["popularity"]) == b]
+        assert rec["n"] == len(members)
+        for state in STATES:
+            share = sum(plain_any_state(r, m, crit) == state for r in members) / len(members)
+            assert rec[state] == pytest.approx(share), (b, m, crit, state)
+    zero = [r for r in rows if r["popularity"] == 0]
+    never = exp["never_seen"]
+    assert never["n"] == len(zero) == 40
+    for crit in ("logprob", "sampling", "chance"):
+        for m in ("base", "rl"):
+            tail = sum(plain_any_state(r, m, crit) == "tail-correct" for r in zero) / len(zero)
+            assert never["tail_share"][crit][m] == pytest.approx(tail)
+    assert never["greedy_share"]["rl"] == pytest.approx(sum(r["greedy_correct_rl"] for r in zero) / len(zero))
+
+    # chance transitions, pairwise agreement and the distractor summary, by hand
+    pairs = Counter((plain_any_state(r, "base", "chance"), plain_any_state(r, "rl", "chance")) for r in rows)
+    assert s["transitions"] == {b: {x: pairs[(b, x)] for x in STATES} for b in STATES}
+    assert s["transitions_by_criterion"]["chance"] == s["transitions"]
+    for m in ("base", "rl"):
+        for a, b in (("logprob", "sampling"), ("logprob", "chance"), ("sampling", "chance")):
+            agree = statistics.fmean(plain_any_state(r, m, a) == plain_any_state(r, m, b) for r in rows)
+            assert s["agreement_pairwise"][m][f"{a}~{b}"] == pytest.approx(agree)
+        kq = [r[f"k_q_{m}"] for r in rows if r[f"n_distractors_{m}"] > 0]
+        assert s["chance"][m]["k_q_mean"] == pytest.approx(statistics.fmean(kq))
+        assert s["chance"][m]["n_without_distractors"] == sum(r[f"n_distractors_{m}"] == 0 for r in rows)
+    explicit = summarise(merged, StateConfig(criterion="logprob"), StatsConfig(n_boot=50))
+    assert explicit["criterion"] == "logprob" and explicit["exposure"] == s["exposure"]
+
+
+def test_quantile_buckets_for_non_integer_popularity_and_none_without_it():
+    merged = chance_merged(n=40)
+    merged["popularity"] = np.linspace(0.5, 100.5, len(merged))
+    exp = summarise(merged, StateConfig(), StatsConfig(n_boot=20))["exposure"]
+    assert exp["kind"] == "quantile" and len(exp["buckets"]) == 4 and exp["never_seen"] is None
+    assert [r["n"] for r in exp["rows"] if r["model"] == "base" and r["criterion"] == "chance"] == [10, 10, 10, 10]
+    plain = merged_pair(n=30, seed=3)
+    assert summarise(plain.drop(columns=["popularity"]), StateConfig(), StatsConfig(n_boot=20))["exposure"] is None
+    s = summarise(plain, StateConfig(), StatsConfig(n_boot=20))
+    assert s["criterion"] == "logprob" and s["chance"] is None  # auto without distractor columns
