@@ -246,6 +246,59 @@ def plot_trajectory(shares: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_exposure_shares(
+    rows: pd.DataFrame, criterion: str, base_label: str = "base", rl_label: str = "rl"
+) -> Figure:
+    """State shares by exposure (popularity) bucket, base and RL side by side, under one criterion.
+
+    ``rows`` is ``summary["exposure"]["rows"]`` as a table (``bucket, model, criterion, n`` and
+    one share column per state); buckets keep their order of appearance, empty buckets are left out.
+    """
+    _need(rows, ("bucket", "model", "criterion", "n", *STATES), "plot_exposure_shares")
+    part = rows[(rows["criterion"] == criterion) & (rows["n"] > 0)]
+    buckets = list(dict.fromkeys(part["bucket"].astype(str)))
+    with paper_style():
+        fig = Figure(figsize=WIDE, layout="constrained")
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, (model, label) in zip(axes, (("base", base_label), ("rl", rl_label))):
+            table = part[part["model"] == model].set_index(part[part["model"] == model]["bucket"].astype(str))
+            table = table.reindex(buckets)
+            bottom = np.zeros(len(buckets))
+            x = np.arange(len(buckets))
+            for state in STATES:
+                vals = table[state].to_numpy(dtype=float)
+                ax.bar(x, vals, bottom=bottom, color=STATE_COLORS[state], label=state, width=0.7)
+                bottom += vals
+            ax.set_xticks(x, [f"{b}\n(n={int(n)})" for b, n in zip(buckets, table["n"])], fontsize=6)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("exposure")
+            ax.set_title(label)
+        axes[0].set_ylabel("share of facts")
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle(f"State by exposure ({criterion})", fontsize=9)
+    return fig
+
+
+def plot_gold_rank(merged: pd.DataFrame, base_label: str = "base", rl_label: str = "rl") -> Figure:
+    """Distribution of the gold answer's rank among gold + distractors (1 = first), base vs RL."""
+    _need(merged, ("gold_rank_base", "gold_rank_rl"), "plot_gold_rank")
+    ranks = {label: merged[f"gold_rank_{m}"].to_numpy(dtype=float) for m, label in (("base", base_label), ("rl", rl_label))}
+    finite = np.concatenate([r[np.isfinite(r)] for r in ranks.values()])
+    top = int(finite.max()) if len(finite) else 1
+    bins = np.arange(0.5, top + 1.5)
+    with paper_style():
+        fig, ax = _figure(SINGLE)
+        for (label, r), color in zip(ranks.items(), ("#555555", STATE_COLORS[STATES[0]])):
+            r = r[np.isfinite(r)]
+            ax.hist(r, bins=bins, weights=np.full(len(r), 1 / max(len(r), 1)), histtype="step", linewidth=1.4,
+                    color=color, label=f"{label} (median {np.median(r):.0f})" if len(r) else label)
+        ax.set_xlabel("rank of the gold answer among gold + distractors")
+        ax.set_ylabel("share of facts")
+        ax.legend()
+        ax.set_title("Gold rank among distractors")
+    return fig
+
+
 def save_figure(
     fig: Figure, out_dir: str | os.PathLike[str], name: str, formats: Sequence[str] = FORMATS
 ) -> list[Path]:
@@ -284,6 +337,11 @@ def figures_of(run_dir: str | os.PathLike[str]) -> dict[str, Figure]:
     if summary.get("pass_at_k"):
         curves = {labels[m]: pd.DataFrame(summary["pass_at_k"][m]) for m in ("base", "rl")}
         figs["pass_at_k"] = plot_pass_at_k(curves, summary["pass_at_k"].get("crossing_k"))
+    exposure = summary.get("exposure")
+    if exposure and exposure.get("rows"):
+        figs["exposure_shares"] = plot_exposure_shares(pd.DataFrame(exposure["rows"]), summary.get("criterion", "logprob"), b, r)
+    if "gold_rank_base" in merged.columns and "gold_rank_rl" in merged.columns:
+        figs["gold_rank"] = plot_gold_rank(merged, b, r)
     if (run_dir / "trajectory.csv").exists():
         figs["trajectory"] = plot_trajectory(pd.read_csv(run_dir / "trajectory.csv"))
     return figs

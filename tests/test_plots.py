@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib as mpl
 import matplotlib.image as mpimg
 import numpy as np
+import pandas as pd
 import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
@@ -88,7 +89,8 @@ def test_every_plot_function_returns_a_figure(merged, tmp_path):
 
 
 def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
-    """Without samples and with one RL table: no pass@k, sampling or trajectory figure.
+    """Without samples and with one RL table: no pass@k, sampling or trajectory figure
+    (the tables carry integer popularity, so the exposure figure is drawn; no distractors, no gold rank).
 
     (test_report draws the full set, PNG and PDF, for a sampled trajectory run.)
     """
@@ -97,7 +99,39 @@ def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
     assert not (tmp_path / "figures").exists()
     out = plots.draw_all(tmp_path, formats=("png",))
     assert sorted(p.name for p in out) == sorted(
-        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "redistribution_vs_eps"))
+        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "redistribution_vs_eps",
+                             "exposure_shares"))
     for path in out:
         assert path.parent == tmp_path / "figures"
+        assert_image(path)
+
+
+def test_exposure_and_gold_rank_figures_from_a_chance_run(tmp_path):
+    from test_stats import with_distractors
+
+    base, (rl,) = make_pair(n=60, seed=3, n_samples=0)
+    summary = write_compare_report(with_distractors(base, 1), with_distractors(rl, 2), tmp_path,
+                                   CompareConfig(n_boot=50), figures=False)
+    assert summary["criterion"] == "chance"
+    figs = plots.figures_of(tmp_path)
+    assert {"transitions", "transitions_logprob", "exposure_shares", "gold_rank"} <= set(figs)
+    # the stacked bars of the exposure figure are the summary's shares, bucket by bucket
+    fig = figs["exposure_shares"]
+    rows = [r for r in summary["exposure"]["rows"] if r["criterion"] == "chance" and r["n"] > 0]
+    for ax, model in zip(fig.axes[:2], ("base", "rl")):
+        heights = [p.get_height() for p in ax.patches]
+        expected = [r[s] for s in STATES for r in rows if r["model"] == model]
+        assert heights == pytest.approx(expected)
+    # the gold-rank histogram: each model's step outline encloses share 1 over unit-width bins
+    hist = figs["gold_rank"].axes[0]
+    assert len(hist.patches) == 2 and all(p.get_label() for p in hist.patches)
+    merged = pd.read_parquet(tmp_path / "facts.parquet")
+    for patch, m in zip(hist.patches, ("base", "rl")):
+        r = merged[f"gold_rank_{m}"].dropna()
+        assert patch.get_label().endswith(f"(median {r.median():.0f})")
+        xy = patch.get_xy()
+        top = xy[:, 1].max()
+        assert top == pytest.approx(r.value_counts(normalize=True).max())
+    out = plots.draw_all(tmp_path, formats=("png",))
+    for path in out:
         assert_image(path)
