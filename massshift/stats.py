@@ -44,7 +44,6 @@ from massshift.categories import (
     has_distractors,
     has_samples,
     is_tail_logprob,
-    pairwise_agreement,
     slick_class,
 )
 from massshift.schema import STATES, ScoreTableError
@@ -451,10 +450,14 @@ def summarise(
         "pass_at_k": None,
         "sensitivity": sensitivity(merged).to_dict(orient="records"),
     }
-    if len(states) > 1:
-        with_states = {m: add_state_columns(v, state_config) for m, v in views.items()}
-        summary["agreement_pairwise"] = {m: pairwise_agreement(v) for m, v in with_states.items()}
+    if len(states) > 1:  # criteria both models have, in CRITERIA order
+        crits = [c for c in CRITERIA if c in states]
+        summary["agreement_pairwise"] = {
+            m: {f"{a}~{b}": float((states[a][i] == states[b][i]).mean()) for j, a in enumerate(crits) for b in crits[j + 1:]}
+            for i, m in enumerate(("base", "rl"))
+        }
     if sampled:
+        with_states = {m: add_state_columns(v, state_config) for m, v in views.items()}
         summary["agreement"] = {m: agreement(v) for m, v in with_states.items()}
         summary["slick"] = {
             m: {c: int((slick_class(v) == c).sum()) for c in SLICK_CLASSES}

@@ -174,3 +174,36 @@ def test_empty_table_and_bad_config_raise_clear_errors(tables, tmp_path):
         CompareConfig(alpha=2.0)
     with pytest.raises(ValueError, match="must differ"):
         CompareConfig(base_label="m", rl_label="m")
+
+
+def test_chance_run_writes_chance_rows_exposure_table_and_control(tmp_path):
+    from test_stats import with_distractors
+
+    base, rls = make_pair(n=80, seed=4, n_samples=8)
+    summary = write_compare_report(with_distractors(base, 1), with_distractors(rls[0], 2), tmp_path,
+                                   CompareConfig(n_boot=50), figures=False)
+    assert summary["criterion"] == "chance"
+    trans = pd.read_csv(tmp_path / "transitions.csv")
+    assert list(dict.fromkeys(trans["criterion"])) == ["logprob", "sampling", "chance"]
+    facts = pd.read_parquet(tmp_path / "facts.parquet")
+    assert (facts["state_base"] == facts["state_chance_base"]).all()
+    chance = trans[trans["criterion"] == "chance"]
+    for rec in chance.to_dict("records"):
+        n = ((facts["state_chance_base"] == rec["base_state"]) & (facts["state_chance_rl"] == rec["rl_state"])).sum()
+        assert rec["count"] == n
+    text = (tmp_path / "report.md").read_text()
+    assert "state criterion: `chance`" in text and "## Exposure (state shares by exposure count)" in text
+    zero = facts[facts["popularity"] == 0]
+    share = (zero["state_chance_rl"] == "tail-correct").mean()
+    assert f"Never-seen control (popularity 0, n = {len(zero)};" in text
+    assert f"`chance` base {100 * (zero['state_chance_base'] == 'tail-correct').mean():.1f}%, rl {100 * share:.1f}%" in text
+    row_0 = next(line for line in text.splitlines() if line.startswith("| 0 |"))
+    assert row_0.startswith(f"| 0 | {len(zero)} |")
+    assert "agreement of the logprob and chance states" in text and "mean K_q" in text
+    # one side without distractor columns: auto falls back to logprob for both
+    mixed = write_compare_report(with_distractors(base, 1), rls[0], tmp_path / "mixed", CompareConfig(n_boot=50),
+                                 figures=False)
+    assert mixed["criterion"] == "logprob" and mixed["chance"] is None
+    with pytest.raises(ScoreTableError, match="gold_rank"):
+        write_compare_report(base, rls[0], tmp_path / "explicit", CompareConfig(n_boot=50, criterion="chance"),
+                             figures=False)
