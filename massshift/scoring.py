@@ -109,9 +109,9 @@ def forward_cached(model: torch.nn.Module, cache: object | None, **kwargs: objec
     if cache is not None:
         kwargs[_cache_kwarg(model)] = cache
     out = model(use_cache=True, **kwargs)
-    new_cache = getattr(out, "past_key_values", None)
+    new_cache = getattr(out, "cache", None)  # transformers >= 5.24 (reading past_key_values warns there)
     if new_cache is None:
-        new_cache = getattr(out, "cache", None)
+        new_cache = getattr(out, "past_key_values", None)
     return out.logits, new_cache
 
 
