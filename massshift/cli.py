@@ -53,7 +53,10 @@ Chat = Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer'
 Instruction = Annotated[str, typer.Option(help="With --chat: a line before the question.")]
 AnswerPrefix = Annotated[str, typer.Option("--answer-prefix", help="Text after the prompt; the bare answer is scored after it.")]
 Match = Annotated[str, typer.Option(help="exact (default) or contains (for models that answer in sentences).")]
-Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: logprob (p(gold) >= eps) or sampling (>= 1 correct sample).")]
+Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: auto (chance when distractors were scored, else logprob), logprob (p(gold) >= eps), sampling (>= 1 correct sample) or chance (p(gold) >= eps and the gold beats its distractors).")]
+Distractors = Annotated[int | None, typer.Option("--distractors", help="Distractor answers (same relation) scored per fact for the chance criterion; 0: none. Default: 20 when the facts have a relation, else 0.")]
+ChanceRatio = Annotated[float, typer.Option("--chance-ratio", help="chance: p(gold) must be this many times the median distractor's.")]
+ChanceTop = Annotated[float, typer.Option("--chance-top", help="chance: the gold must rank in this top share of gold + distractors.")]
 Alpha = Annotated[float, typer.Option(help="eps = -ln(alpha)/n when --eps is not given.")]
 NRef = Annotated[int, typer.Option("--eps-n", help="n in eps = -ln(alpha)/n (paper: 128).")]
 Eps = Annotated[float | None, typer.Option(help="Probability line for tail-correct (overrides alpha and --eps-n).")]
@@ -87,11 +90,29 @@ def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens
         _fail(str(err))
 
 
-def _state_config(criterion: str, alpha: float, n: int, eps: float | None):
+def _state_config(criterion: str, alpha: float, n: int, eps: float | None, chance_ratio: float = 2.0,
+                  chance_top: float = 0.25):
     from massshift.categories import StateConfig
 
     try:
-        return StateConfig(criterion=criterion, n=n, alpha=alpha, eps=eps)
+        return StateConfig(criterion=criterion, n=n, alpha=alpha, eps=eps, chance_ratio=chance_ratio,
+                           chance_top=chance_top)
+    except ValueError as err:
+        _fail(str(err))
+
+
+DEFAULT_DISTRACTORS = 20
+
+
+def _with_distractors(cfg, k: int | None, facts):
+    """``cfg`` with ``distractors`` set: ``k`` if given, else 20 when some fact has a relation, else 0."""
+    import dataclasses
+
+    if k is None:
+        has_relation = facts is not None and "relation" in facts.columns and bool(facts["relation"].notna().any())
+        k = DEFAULT_DISTRACTORS if has_relation else 0
+    try:
+        return dataclasses.replace(cfg, distractors=k)
     except ValueError as err:
         _fail(str(err))
 
@@ -140,7 +161,8 @@ def score(
     seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
-    criterion: Criterion = "logprob", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
     config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False,
     no_progress: NoProgress = False,
@@ -152,8 +174,9 @@ def score(
     n_threads = set_threads(threads)
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
     table_facts = _load_facts_or_fail(facts, skip_invalid)
+    cfg = _with_distractors(cfg, distractors, table_facts)
     settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
                 "states": states, "dtype": dtype, "device": device, "threads": n_threads}
     init_run_dir(out, settings, seed=seed, device=device)
@@ -179,7 +202,8 @@ def compare(
     seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
-    criterion: Criterion = "logprob", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
+    distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for CIs.")] = 2000,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
     config: ConfigOpt = None, device_map: DeviceMap = None, no_progress: NoProgress = False,
@@ -198,11 +222,12 @@ def compare(
     n_threads = set_threads(threads)
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
               "progress": not no_progress}
     table_facts = _load_facts_or_fail(facts) if facts is not None else None
+    cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
     tables: list[tuple[str, pd.DataFrame]] = []
     infos = []
@@ -234,7 +259,7 @@ def compare(
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
     ccfg = CompareConfig(criterion=states.criterion, n=states.n, alpha=states.alpha, eps=states.eps,
-                         n_boot=n_boot, seed=seed)
+                         chance_ratio=states.chance_ratio, chance_top=states.chance_top, n_boot=n_boot, seed=seed)
     extra = {"command": "compare", "models": models, "facts": str(facts) if facts else None,
              "score": cfg, "threads": n_threads}
     try:
