@@ -148,14 +148,14 @@ def write_compare_report(
         config = dataclasses.replace(config, seed=seed)
     stats_cfg = config.stats_config
     rl_list = _rl_list(rl_scores, config.rl_label)
-    # one criterion for every table: chance only when all of them carry distractor columns
-    state_cfg = config.state_config.resolve(base_scores, *[df for _, df in rl_list])
     if config.base_label in {label for label, _ in rl_list}:
         raise ValueError(f"an RL checkpoint label equals the base label {config.base_label!r}; rename one")
-    base = add_state_columns(_checked(base_scores, f"base score table ({config.base_label})"), state_cfg)
-    rl_tables = [
-        (label, add_state_columns(_checked(df, f"rl score table ({label})"), state_cfg)) for label, df in rl_list
-    ]
+    checked_base = _checked(base_scores, f"base score table ({config.base_label})")
+    checked_rl = [(label, _checked(df, f"rl score table ({label})")) for label, df in rl_list]
+    # one criterion for every table: chance only when all of them carry distractor columns
+    state_cfg = config.state_config.resolve(checked_base, *[df for _, df in checked_rl])
+    base = add_state_columns(checked_base, state_cfg)
+    rl_tables = [(label, add_state_columns(df, state_cfg)) for label, df in checked_rl]
     merged_all = [(label, merge_models(base, df)) for label, df in rl_tables]  # checks every fact set first
     headline_label, merged = merged_all[-1]
 

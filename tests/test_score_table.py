@@ -96,3 +96,20 @@ def test_helpers():
     with pytest.raises(ValueError, match="terminator"):
         from massshift.matching import MatchConfig
         ScoreConfig(match=MatchConfig(terminator="."))
+
+
+def test_distractors_change_the_cache_key_and_are_cached(tokenizer, tiny_model, facts, tmp_path):
+    gen = GenerationConfig(n_samples=0, max_new_tokens=3)
+    plain, with_d = ScoreConfig(generation=gen), ScoreConfig(generation=gen, distractors=4, chunk_size=3)
+    drawn = st.draw_distractors(facts, 4, 0)
+    assert st.fingerprint("m", plain, facts) != st.fingerprint("m", with_d, facts, distractors=drawn)
+    # relations decide the draw but are not in facts_hash: the drawn lists are in the key
+    other = facts.assign(relation=["a", "b"] * (len(facts) // 2))
+    redrawn = st.draw_distractors(other, 4, 0)
+    assert redrawn != drawn
+    assert st.fingerprint("m", with_d, facts, distractors=drawn) != st.fingerprint("m", with_d, other, distractors=redrawn)
+    assert st.fingerprint("m", plain, facts) == st.fingerprint("m", plain, other)  # no distractors: key unchanged
+    first = score_facts(tiny_model, tokenizer, facts, with_d, model_key="m", cache_dir=tmp_path)
+    again = score_facts(tiny_model, tokenizer, facts, with_d, model_key="m", cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["n_distractors"]) == [len(d) for d in drawn] == [4] * len(facts)
