@@ -337,10 +337,13 @@ def figures_of(run_dir: str | os.PathLike[str]) -> dict[str, Figure]:
     if summary.get("pass_at_k"):
         curves = {labels[m]: pd.DataFrame(summary["pass_at_k"][m]) for m in ("base", "rl")}
         figs["pass_at_k"] = plot_pass_at_k(curves, summary["pass_at_k"].get("crossing_k"))
-    exposure = summary.get("exposure")
-    if exposure and exposure.get("rows"):
-        figs["exposure_shares"] = plot_exposure_shares(pd.DataFrame(exposure["rows"]), summary.get("criterion", "logprob"), b, r)
+    # the chance figures come with distractor columns only, so runs without them draw the figure set
+    # they always drew (notebooks/reproduce_paper_figures.ipynb lists that set cell by cell)
     if "gold_rank_base" in merged.columns and "gold_rank_rl" in merged.columns:
+        exposure = summary.get("exposure")
+        if exposure and exposure.get("rows"):
+            figs["exposure_shares"] = plot_exposure_shares(
+                pd.DataFrame(exposure["rows"]), summary.get("criterion", "logprob"), b, r)
         figs["gold_rank"] = plot_gold_rank(merged, b, r)
     if (run_dir / "trajectory.csv").exists():
         figs["trajectory"] = plot_trajectory(pd.read_csv(run_dir / "trajectory.csv"))

@@ -90,7 +90,7 @@ def test_every_plot_function_returns_a_figure(merged, tmp_path):
 
 def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
     """Without samples and with one RL table: no pass@k, sampling or trajectory figure
-    (the tables carry integer popularity, so the exposure figure is drawn; no distractors, no gold rank).
+    (and without distractor columns no exposure or gold-rank figure, though popularity exists).
 
     (test_report draws the full set, PNG and PDF, for a sampled trajectory run.)
     """
@@ -99,8 +99,7 @@ def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
     assert not (tmp_path / "figures").exists()
     out = plots.draw_all(tmp_path, formats=("png",))
     assert sorted(p.name for p in out) == sorted(
-        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "redistribution_vs_eps",
-                             "exposure_shares"))
+        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "redistribution_vs_eps"))
     for path in out:
         assert path.parent == tmp_path / "figures"
         assert_image(path)
