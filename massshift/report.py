@@ -277,7 +277,9 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
         "## Setup", "",
         f"- facts: {summary['n_facts']}; checkpoints: {', '.join(summary['checkpoints'])} (headline: {r}, the last)",
         f"- state criterion: `{summary['criterion']}`; eps = {summary['eps']:.4g} (n = {config.n}, alpha = {config.alpha}"
-        + (f", eps given = {config.eps}" if config.eps is not None else ", eps = -ln(alpha)/n") + ")",
+        + (f", eps given = {config.eps}" if config.eps is not None else ", eps = -ln(alpha)/n") + ")"
+        + (f"; chance: gold in the top {config.chance_top:g} of gold + distractors and >= {config.chance_ratio:g} x "
+           "the median distractor's probability" if summary["criterion"] == "chance" else ""),
         f"- paired bootstrap: {config.n_boot} resamples, seed {config.seed}; intervals are {level}",
         f"- non-finite log p(gold) (kept, counted, never in log-prob medians): {b} {nf['base']}, {r} {nf['rl']}",
         "", "## Verdict", "", verdict(summary), "", churn_sentence(summary), "",

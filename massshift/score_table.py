@@ -5,7 +5,12 @@ This is the expensive stage (DESIGN.md data flow): teacher forcing
 judged by one matcher (``matching``), one row per fact (``schema``). Work is
 split into chunks of facts; each finished chunk is written atomically to a
 cache folder keyed by a fingerprint of everything that changes the numbers
-(weights, tokenizer, prompt, matching, sampling, facts). An interrupted run
+(weights, tokenizer, prompt, matching, sampling, facts, and the drawn
+distractors when ``ScoreConfig.distractors > 0``).
+
+Distractors (``massshift.distractors``) are drawn once over the whole facts
+table and teacher-forced as extra continuations of each fact's prompt, in the
+same batch as its aliases; the gold's numbers do not change with them. An interrupted run
 resumes from its finished chunks; a repeated run computes nothing. A missing
 cache entry is computed and logged, never silently mixed with other settings.
 """
@@ -224,7 +229,8 @@ def score_facts(
             ``<root>/scores/<fingerprint>/``.
         matcher: a ``(prediction, answers) -> bool`` callable replacing
             ``config.match`` (a judge model, say).
-        state_config: ``categories.StateConfig`` for the ``state`` column (default criterion).
+        state_config: ``categories.StateConfig`` for the ``state`` column (default ``auto``:
+            ``chance`` when distractors were scored, else ``logprob``).
         on_facts: progress callback, called with the number of facts done.
     """
     from massshift.categories import StateConfig, add_state_columns
