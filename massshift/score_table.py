@@ -6,13 +6,13 @@ judged by one matcher (``matching``), one row per fact (``schema``). Work is
 split into chunks of facts; each finished chunk is written atomically to a
 cache folder keyed by a fingerprint of everything that changes the numbers
 (weights, tokenizer, prompt, matching, sampling, facts, and the drawn
-distractors when ``ScoreConfig.distractors > 0``).
+distractors when ``ScoreConfig.distractors > 0``). An interrupted run
+resumes from its finished chunks; a repeated run computes nothing. A missing
+cache entry is computed and logged, never silently mixed with other settings.
 
 Distractors (``massshift.distractors``) are drawn once over the whole facts
 table and teacher-forced as extra continuations of each fact's prompt, in the
-same batch as its aliases; the gold's numbers do not change with them. An interrupted run
-resumes from its finished chunks; a repeated run computes nothing. A missing
-cache entry is computed and logged, never silently mixed with other settings.
+same batch as its aliases; the gold's numbers do not change with them.
 """
 
 from __future__ import annotations
