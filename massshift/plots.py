@@ -269,7 +269,7 @@ def plot_exposure_shares(
                 vals = table[state].to_numpy(dtype=float)
                 ax.bar(x, vals, bottom=bottom, color=STATE_COLORS[state], label=state, width=0.7)
                 bottom += vals
-            ax.set_xticks(x, [f"{b}\n(n={int(n)})" for b, n in zip(buckets, table["n"])], fontsize=6)
+            ax.set_xticks(x, [f"{b}\nn={int(n)}" for b, n in zip(buckets, table["n"])], fontsize=5.5)
             ax.set_ylim(0, 1)
             ax.set_xlabel("exposure")
             ax.set_title(label)
@@ -292,6 +292,7 @@ def plot_gold_rank(merged: pd.DataFrame, base_label: str = "base", rl_label: str
             r = r[np.isfinite(r)]
             ax.hist(r, bins=bins, weights=np.full(len(r), 1 / max(len(r), 1)), histtype="step", linewidth=1.4,
                     color=color, label=f"{label} (median {np.median(r):.0f})" if len(r) else label)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("rank of the gold answer among gold + distractors")
         ax.set_ylabel("share of facts")
         ax.legend()
