@@ -381,8 +381,9 @@ def demo(
     typer.echo(f"held-out greedy accuracy: base {_pct(rl['base_accuracy'])}, GRPO {_pct(rl['accuracy'])}, "
                f"SFT {_pct(sft['accuracy'])}")
     typer.echo(f"relative gain: GRPO {_pct(rl['relative_gain'], True)}, SFT {_pct(sft['relative_gain'], True)}")
-    typer.echo(f"redistribution share (GRPO): {rl['from_tail']} of {rl['n_new_greedy']} newly greedy-correct facts "
-               f"were tail-correct in the base ({_pct(rl['redistribution_share'])}); {rl['from_absent']} were absent")
+    typer.echo(f"redistribution share (GRPO, {rl['criterion']} criterion): {rl['from_tail']} of {rl['n_new_greedy']} "
+               f"newly greedy-correct facts were tail-correct in the base ({_pct(rl['redistribution_share'])}); "
+               f"{rl['from_absent']} were absent")
     typer.echo("held-out greedy accuracy with 95% CIs (results.csv):")
     for row in summary["results"]:
         typer.echo(f"  {row['method']:>18}: {_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]")

@@ -56,14 +56,17 @@ def _pretrain_config(quick: bool) -> Any:
 def _grpo_config(quick: bool) -> Any:
     from massshift.train.grpo import GRPOConfig
 
-    return GRPOConfig(steps=30 if quick else 100, batch_size=16, num_generations=8, lr=1e-3,
+    # lr 3e-4: at 1e-3 the training reward did not rise in a world without default-answer noise
+    # (0.50 -> 0.47 over 100 steps); at 1e-4 and 3e-4 it rose (0.57 -> 0.67, 0.56 -> 0.66). Chosen on the
+    # training reward, not on held-out facts.
+    return GRPOConfig(steps=30 if quick else 100, batch_size=16, num_generations=8, lr=3e-4,
                       max_new_tokens=8, save_every=0 if quick else 25, eval_every=0 if quick else 25)
 
 
 def _sft_config(quick: bool) -> Any:
     from massshift.train.sft import SFTConfig
 
-    return SFTConfig(epochs=3, batch_size=16, lr=1e-3, max_new_tokens=8)
+    return SFTConfig(epochs=3, batch_size=16, lr=3e-4, max_new_tokens=8)  # the GRPO learning rate
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class DemoConfig:
         quick: a smaller world and shorter runs (for tests; under 90 s).
         test_size: share of people held out from RL.
         n_samples: samples per fact when scoring.
+        distractors: values of the same relation scored per fact, for the ``chance`` criterion
+            (the headline criterion when there are any; 0 turns them off and the headline is ``logprob``).
         world, pretrain, grpo, sft: the stage configs (None: the measured defaults).
         threads: torch CPU threads (None: the cores not already busy).
     """
@@ -83,6 +88,7 @@ class DemoConfig:
     quick: bool = False
     test_size: float = 0.5
     n_samples: int = 32
+    distractors: int = 20
     world: Any = None
     pretrain: Any = None
     grpo: Any = None
@@ -161,8 +167,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
 
     split_dir = timed("split", k_split, do_split)
     train, test = load_facts(split_dir / "train.jsonl"), load_facts(split_dir / "test.jsonl")
-    score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed))
-    states = StateConfig(criterion="logprob")
+    score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed),
+                            distractors=cfg.distractors)
+    states = StateConfig(criterion="auto")
 
     def score(model_dir: Path, label: str) -> pd.DataFrame:
         model, tok, info = load_model(str(model_dir))
@@ -185,7 +192,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
     t = time.perf_counter()
     summaries = {}
     for label, table in (("rl", rl_scores), ("sft", sft_scores)):
-        ccfg = CompareConfig(criterion="logprob", n=128, alpha=0.05, seed=cfg.seed, rl_label=label)
+        ccfg = CompareConfig(criterion="auto", n=128, alpha=0.05, seed=cfg.seed, rl_label=label)
         summaries[label] = write_compare_report(
             base_scores, table, out / f"compare-{label}", ccfg,
             extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed)
@@ -239,4 +246,4 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     return {"base_accuracy": acc["base"]["value"], "accuracy": acc["rl"]["value"],
             "absolute_gain": gain["absolute"]["value"], "relative_gain": gain["relative"]["value"],
             "redistribution_share": red["share_tail"]["value"], "n_new_greedy": red["n_new_greedy"],
-            "from_tail": red["from_tail"], "from_absent": red["from_absent"]}
+            "from_tail": red["from_tail"], "from_absent": red["from_absent"], "criterion": summary["criterion"]}
