@@ -135,6 +135,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
     from massshift.models import load_model, set_threads
     from massshift.report import CompareConfig, write_compare_report
     from massshift.score_table import ScoreConfig, score_facts
+    from massshift.scoring import ScoringConfig
     from massshift.split import split_facts, write_split
     from massshift.synthetic.pretrain import pretrain
     from massshift.synthetic.world import build_world, write_world
@@ -167,8 +168,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
 
     split_dir = timed("split", k_split, do_split)
     train, test = load_facts(split_dir / "train.jsonl"), load_facts(split_dir / "test.jsonl")
+    # 256 teacher-forcing rows per batch: a fact brings 21+ continuations with its distractors (batch size
+    # never changes the numbers, tested)
     score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed),
-                            distractors=cfg.distractors)
+                            scoring=ScoringConfig(batch_size=256), distractors=cfg.distractors)
     states = StateConfig(criterion="auto")
 
     def score(model_dir: Path, label: str) -> pd.DataFrame:
