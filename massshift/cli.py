@@ -44,7 +44,7 @@ Temperature = Annotated[float, typer.Option(help="Sampling temperature (0: greed
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus truncation (1.0: none).")]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer generated, in tokens.")]
 Seed = Annotated[int, typer.Option(help="Seed; samples are seeded per (seed, fact_id).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Alias rows per teacher-forcing pass.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Continuation rows (aliases, distractors) per teacher-forcing pass.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
 Threads = Annotated[int | None, typer.Option(help="Torch CPU threads (default: measured best for this machine).")]
@@ -158,7 +158,7 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     label: Annotated[str, typer.Option(help="Value of the table's model column.")] = "model",
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
-    seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
+    seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
@@ -199,7 +199,7 @@ def compare(
     base_scores: Annotated[Path | None, typer.Option("--base-scores", help="Base score table (parquet) instead of a checkpoint.")] = None,
     rl_scores: Annotated[list[Path] | None, typer.Option("--rl-scores", help="RL score table(s) instead of checkpoints.")] = None,
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
-    seed: Seed = 0, batch_size: BatchSize = 32, dtype: Dtype = "float32", device: Device = "cpu",
+    seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
