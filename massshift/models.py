@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from massshift.rundir import cache_root
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -319,8 +321,7 @@ def _gguf_folder(gguf: Path, opts: _Options) -> Path:
     """Cache folder of a converted GGUF file: keyed by its path, size, mtime and the transformers version."""
     import transformers
 
-    root = opts.cache_dir or (Path(os.environ["MASSSHIFT_CACHE"]) / "models" if os.environ.get("MASSSHIFT_CACHE")
-                              else Path.home() / ".cache" / "massshift" / "models")
+    root = opts.cache_dir or cache_root() / "models"
     stat = gguf.resolve().stat()
     key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
     return Path(root).expanduser() / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"

@@ -102,6 +102,12 @@ def write_csv(path: str | os.PathLike[str], df: Any, index: bool = False) -> Pat
     return Path(path)
 
 
+def cache_root() -> Path:
+    """The root of every massshift cache: ``$MASSSHIFT_CACHE`` or ``~/.cache/massshift``
+    (converted models under ``models/``, score chunks under ``scores/``)."""
+    return Path(os.environ.get("MASSSHIFT_CACHE") or Path.home() / ".cache" / "massshift")
+
+
 def git_revision() -> str | None:
     """The git revision of the massshift checkout, or None outside a checkout."""
     root = Path(__file__).resolve().parent.parent

@@ -34,7 +34,7 @@ from massshift.distractors import distractor_stats, draw_distractors
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import MatchConfig, Matcher, normalize
 from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
-from massshift.rundir import write_json, write_parquet
+from massshift.rundir import cache_root, write_json, write_parquet
 from massshift.schema import FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
 from massshift.scoring import AliasScores, ScoringConfig, score_items
 
@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
-    """``$MASSSHIFT_CACHE`` or ``~/.cache/massshift``."""
-    return Path(os.environ.get("MASSSHIFT_CACHE", Path.home() / ".cache" / "massshift"))
+    """``$MASSSHIFT_CACHE`` or ``~/.cache/massshift`` (``rundir.cache_root``)."""
+    return cache_root()
 
 
 @dataclass(frozen=True)
