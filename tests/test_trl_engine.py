@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
+import trl  # noqa: F401  (make test installs the trl extra; a missing trl must fail, never skip)
 import yaml
 
 from conftest import FACTS
 from massshift.prompts import PromptConfig
 from massshift.train.grpo import GRPOConfig
-
-pytest.importorskip("trl")
 
 
 def test_reward_function_cuts_at_the_terminator_and_matches():
