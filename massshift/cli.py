@@ -391,9 +391,9 @@ def demo(
 
 def main() -> None:
     """Console-script entry point."""
-    import massshift.cli_train  # noqa: F401  (registers `train` and `baselines`)
     import massshift.cli_attribute  # noqa: F401  (registers `attribute`)
     import massshift.cli_study  # noqa: F401  (registers `facts` and `study`)
+    import massshift.cli_train  # noqa: F401  (registers `train` and `baselines`)
 
     app()
 
