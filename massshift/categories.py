@@ -11,7 +11,10 @@ A fact is
 - *absent* otherwise.
 
 The default criterion is ``auto``: ``chance`` when the score table has the
-distractor columns (``schema.DISTRACTOR_COLUMNS``), else ``logprob``.
+distractor columns (``schema.DISTRACTOR_COLUMNS``), else ``logprob``; when the
+format diagnostics warn that the model does not answer in the scored form
+(``formats``), ``sampling`` instead, or ``chance`` under an answer prefix with
+distractors (``auto_criterion``).
 
 Criterion ``chance`` (DESIGN.md "Chance"). A fixed line cannot tell recall
 from guessing when a relation has few values: a model that spreads its mass
@@ -134,15 +137,48 @@ class StateConfig:
         return math.log(self.threshold)
 
     def resolve(self, *tables: pd.DataFrame) -> StateConfig:
-        """This config with ``auto`` replaced: ``chance`` if every table has distractor columns, else ``logprob``."""
+        """This config with ``auto`` replaced (``auto_criterion``)."""
         if self.criterion != "auto":
             return self
-        chance = bool(tables) and all(has_distractors(t) for t in tables)
-        return dataclasses.replace(self, criterion="chance" if chance else "logprob")
+        return dataclasses.replace(self, criterion=auto_criterion(self, *tables)[0])
 
     def with_criterion(self, criterion: str) -> StateConfig:
         """The same thresholds under another criterion."""
         return dataclasses.replace(self, criterion=criterion)
+
+
+def auto_criterion(config: StateConfig, *tables: pd.DataFrame) -> tuple[str, str]:
+    """What ``auto`` means for these tables, and why (the sentence report.md prints).
+
+    ``chance`` when every table has distractor columns, else ``logprob``; but when the
+    format diagnostics (``formats.format_warning``) say that the scored continuation is
+    not where some model puts its mass, the teacher-forced line is not trusted:
+    ``chance`` if every table was scored under an answer prefix with distractors (the
+    distractors are scored in the same place, so the relative line still holds), else
+    ``sampling`` when every table has samples.
+    """
+    from massshift.formats import format_summary  # analysis module, no torch
+
+    chance = bool(tables) and all(has_distractors(t) for t in tables)
+    default = "chance" if chance else "logprob"
+    base_reason = ("distractors were scored for every table" if chance else "no distractor columns") + \
+        f", so auto is {default}"
+    needed = ("answers", "greedy", "greedy_correct", "logp_gold")
+    if not tables or not all(all(c in t.columns for c in needed) and len(t) for t in tables):
+        return default, base_reason
+    summaries = [format_summary(t, config.threshold) for t in tables]
+    warned = [s for s in summaries if s.get("warning")]
+    if not warned:
+        return default, base_reason + " (the format diagnostics raised no warning)"
+    prefixed = all(s["prefix"] == "prefix" for s in summaries)
+    if prefixed and chance:
+        return "chance", ("the format warning fired under an answer prefix with distractors scored, so auto is "
+                          "chance (gold and distractors are scored in the same place)")
+    if all(has_samples(t) for t in tables):
+        return "sampling", ("the format warning fired (the scored continuation is not where the model puts its "
+                            "mass), so auto is sampling instead of " + default)
+    logger.warning("the format warning fired but some table has no samples; auto stays %s", default)
+    return default, base_reason + "; the format warning fired, but without samples there is no better criterion"
 
 
 def has_distractors(df: pd.DataFrame) -> bool:

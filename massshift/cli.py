@@ -51,7 +51,7 @@ Threads = Annotated[int | None, typer.Option(help="Torch CPU threads (default: m
 Template = Annotated[str, typer.Option(help="Prompt template with {question}.")]
 Chat = Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer's chat template.")]
 Instruction = Annotated[str, typer.Option(help="With --chat: a line before the question.")]
-AnswerPrefix = Annotated[str, typer.Option("--answer-prefix", help="Text after the prompt; the bare answer is scored after it.")]
+AnswerPrefix = Annotated[str, typer.Option("--answer-prefix", help="Answer prefill (the bare answer is scored after it; default none): TEXT (fixed; may use {subject}), @FILE.yaml (relation: template, optional default:), or self (the model's own greedy lead-in before the first alias or distractor).")]
 Match = Annotated[str, typer.Option(help="exact (default) or contains (for models that answer in sentences).")]
 Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: auto (chance when distractors were scored, else logprob), logprob (p(gold) >= eps), sampling (>= 1 correct sample) or chance (p(gold) >= eps and the gold beats its distractors).")]
 Distractors = Annotated[int | None, typer.Option("--distractors", help="Distractor answers (same relation) scored per fact for the chance criterion; 0: none. Default: 20 when the facts have a relation, else 0.")]
@@ -73,6 +73,7 @@ def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens
                   match: str):
     from massshift.generation import GenerationConfig
     from massshift.matching import MatchConfig
+    from massshift.prefill import load_prefix_spec
     from massshift.prompts import PromptConfig
     from massshift.score_table import ScoreConfig
     from massshift.scoring import ScoringConfig
@@ -80,7 +81,7 @@ def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens
     try:
         return ScoreConfig(
             prompt=PromptConfig(template=template.replace("\\n", "\n"), chat=chat, instruction=instruction,
-                                answer_prefix=answer_prefix),
+                                **load_prefix_spec(answer_prefix)),
             match=MatchConfig(mode=match),  # type: ignore[arg-type]
             generation=GenerationConfig(n_samples=samples, temperature=temperature, top_p=top_p,
                                         max_new_tokens=max_new_tokens, seed=seed),
@@ -146,6 +147,12 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     with progress_bar(len(facts), f"scoring {label}", enabled=progress or None) as advance:
         table = score_facts(model, tok, facts, config, label=label, model_key=f"{info.weights_hash}:{info.vocab_hash}",
                             cache_dir=cache_dir, state_config=state_config, on_facts=advance)
+    from massshift.formats import format_line, format_summary
+
+    formats = format_summary(table, state_config.threshold)
+    logger.info("answer format, %s", format_line(label, formats))
+    if formats.get("warning"):
+        logger.warning("%s: %s", label, formats["warning"])
     del model
     gc.collect()
     return table, info, tok

@@ -133,4 +133,5 @@ class MatchConfig:
         def match(prediction: str, answers: Sequence[str]) -> bool:
             return is_correct(prediction, answers, mode=self.mode, max_words=self.max_words)
 
+        match.match_config = self  # type: ignore[attr-defined]  (scoring adds each fact's distractors)
         return match

@@ -43,9 +43,23 @@ class PromptConfig:
         system: with ``chat``, an optional system message.
         answer_prefix: text put after the prompt (after ``A:``, or after the
             assistant header with ``chat``); generation starts after it and the
-            scored continuation is the bare answer.
+            scored continuation is the bare answer. May hold ``{subject}`` and
+            ``{relation}``, filled from the fact.
         shots: k-shot examples as (question, answer) pairs, rendered in the same
             format before the question.
+        relation_prefixes: (relation, template) pairs: a fact whose relation is listed
+            gets that template (with ``{subject}``) as its answer prefix instead of
+            ``answer_prefix``, e.g. ``("capital", "The capital of {subject} is")``.
+        self_prefix: the ``self`` prefill: each fact's prefix is the model's own greedy
+            lead-in before the first span naming an alias or a distractor
+            (``massshift.prefill``); needs the model, so only scoring applies it.
+        end_marks: more strings that may end a scored answer besides the terminator;
+            p(gold) sums over them. Default: ``(".",)`` when any prefix is set (an
+            answer after "The capital of Cuba is" ends a sentence), else none.
+
+    Answer prefill, three modes (issue 12): a fixed ``answer_prefix``; per-relation
+    ``relation_prefixes`` (from YAML, ``load_prefix_spec``); ``self_prefix``. None is the
+    default: the bare continuation after the prompt.
     """
 
     template: str = "Q: {question}\nA:"
@@ -56,6 +70,9 @@ class PromptConfig:
     system: str = ""
     answer_prefix: str = ""
     shots: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    relation_prefixes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    self_prefix: bool = False
+    end_marks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if "{question}" not in self.template:
@@ -71,6 +88,27 @@ class PromptConfig:
         if any(len(s) != 2 for s in shots):
             raise ValueError("shots must be (question, answer) pairs")
         object.__setattr__(self, "shots", shots)
+        rel = tuple(tuple(p) for p in (dict(self.relation_prefixes).items() if isinstance(
+            self.relation_prefixes, dict) else self.relation_prefixes))
+        if any(len(p) != 2 or not all(isinstance(x, str) and x for x in p) for p in rel):
+            raise ValueError("relation_prefixes must be (relation, template) pairs of non-empty strings")
+        object.__setattr__(self, "relation_prefixes", rel)
+        if self.end_marks is not None:
+            marks = tuple(self.end_marks)
+            if any(not isinstance(m, str) or not m or m == self.terminator for m in marks):
+                raise ValueError(f"end_marks must be non-empty strings other than the terminator, got {marks!r}")
+            object.__setattr__(self, "end_marks", marks)
+
+    @property
+    def prefix_active(self) -> bool:
+        """Whether any answer prefill is set (fixed, per relation or self)."""
+        return bool(self.answer_prefix or self.relation_prefixes or self.self_prefix)
+
+    @property
+    def scored_ends(self) -> tuple[str, ...]:
+        """The strings a scored answer may end with: the terminator first, then ``end_marks``."""
+        marks = self.end_marks if self.end_marks is not None else ((".",) if self.prefix_active else ())
+        return (self.terminator, *marks)
 
     def to_dict(self) -> dict[str, Any]:
         """All settings as plain values (for config.yaml and fingerprints)."""
@@ -79,7 +117,23 @@ class PromptConfig:
             "terminator": self.terminator, "chat": self.chat, "instruction": self.instruction,
             "system": self.system, "answer_prefix": self.answer_prefix,
             "shots": [list(s) for s in self.shots],
+            # prefill fields only when set, so fingerprints of older caches stay valid
+            **({"relation_prefixes": [list(p) for p in self.relation_prefixes]} if self.relation_prefixes else {}),
+            **({"self_prefix": True} if self.self_prefix else {}),
+            **({"scored_ends": list(self.scored_ends)} if len(self.scored_ends) > 1 else {}),
         }
+
+    def fact_prefix(self, subject: Any = None, relation: Any = None) -> str:
+        """The fixed or per-relation prefix of one fact (``self`` lead-ins are added by scoring)."""
+        template = dict(self.relation_prefixes).get(relation, self.answer_prefix) if relation else self.answer_prefix
+        if "{" not in template:
+            return template
+        if not isinstance(subject, str) or not subject:
+            raise PromptError(f"the answer prefix {template!r} needs the fact's subject, which is missing")
+        try:
+            return template.format(subject=subject, relation=relation or "")
+        except (KeyError, IndexError) as err:
+            raise PromptError(f"answer prefix {template!r}: unknown field {err}; use {{subject}} or {{relation}}") from None
 
 
 def _plain_turn(question: str, config: PromptConfig) -> str:
@@ -91,8 +145,12 @@ def continuation(answer: str, config: PromptConfig) -> str:
     return config.answer_template.format(answer=answer) + config.terminator
 
 
-def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None) -> str:
-    """The prompt text for ``question`` (with shots, chat template and answer prefix)."""
+def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None, prefix: str | None = None) -> str:
+    """The prompt text for ``question`` (with shots, chat template and answer prefix).
+
+    ``prefix`` replaces ``config.answer_prefix`` (a fact's resolved prefix, ``fact_prefix``).
+    """
+    answer_prefix = config.answer_prefix if prefix is None else prefix
     if config.chat:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise PromptError(
@@ -107,9 +165,16 @@ def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None) -> 
             messages.append({"role": "assistant", "content": a})
         messages.append({"role": "user", "content": _user_text(question, config)})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + config.answer_prefix
-    prefix = "".join(_plain_turn(q, config) + continuation(a, config) for q, a in config.shots)
-    return prefix + _plain_turn(question, config) + config.answer_prefix
+        return text + answer_prefix
+    shots = "".join(_plain_turn(q, config) + continuation(a, config) for q, a in config.shots)
+    return shots + _plain_turn(question, config) + _join_prefix(config.template, answer_prefix)
+
+
+def _join_prefix(template: str, prefix: str) -> str:
+    """After ``A:`` a prefix is separated by one space ("A: The capital of Cuba is")."""
+    if prefix and not template.endswith((" ", "\n")) and not prefix.startswith((" ", "\n")):
+        return " " + prefix
+    return prefix
 
 
 def _user_text(question: str, config: PromptConfig) -> str:
@@ -153,25 +218,33 @@ def encode_pair(tokenizer: Any, prompt: str, cont: str, config: PromptConfig) ->
     return whole[: len(ctx)], cont_ids
 
 
+def continuations(answer: str, config: PromptConfig) -> list[str]:
+    """The scored continuations of ``answer``: one per end (``PromptConfig.scored_ends``)."""
+    text = config.answer_template.format(answer=answer)
+    return [text + end for end in config.scored_ends]
+
+
 def encode_facts(
     tokenizer: Any, questions: Sequence[str], answers: Sequence[Sequence[str]], config: PromptConfig,
-    fact_ids: Sequence[str] | None = None,
+    fact_ids: Sequence[str] | None = None, prefixes: Sequence[str] | None = None,
 ) -> list[tuple[list[int], list[list[int]]]]:
-    """For each fact, the prompt ids and one continuation id list per alias.
+    """For each fact, the prompt ids and one continuation id list per alias and end.
 
-    The prompt is the joint-tokenisation prefix of the first alias; every alias must
-    yield the same prefix (it does for tokenizers that do not merge across the
-    boundary), otherwise the fact is named in a ``PromptError``.
+    With several ends (``scored_ends``) an alias has one row per end, alias-major:
+    rows ``[a0+end0, a0+end1, a1+end0, ...]``. ``prefixes`` (one per fact) replace the
+    config's answer prefix. The prompt is the joint-tokenisation prefix of the first
+    alias; every alias must yield the same prefix (it does for tokenizers that do not
+    merge across the boundary), otherwise the fact is named in a ``PromptError``.
     """
     out = []
     for i, (q, aliases) in enumerate(zip(questions, answers)):
         name = fact_ids[i] if fact_ids is not None else str(i)
-        prompt = build_prompt(q, config, tokenizer)
+        prompt = build_prompt(q, config, tokenizer, None if prefixes is None else prefixes[i])
         ctx: list[int] | None = None
         conts = []
-        for a in aliases:
+        for a, cont in ((alias, c) for alias in aliases for c in continuations(alias, config)):
             try:
-                p, c = encode_pair(tokenizer, prompt, continuation(a, config), config)
+                p, c = encode_pair(tokenizer, prompt, cont, config)
             except PromptError as err:
                 raise PromptError(f"fact {name}, answer {a!r}: {err}") from None
             if ctx is None:

@@ -38,7 +38,8 @@ import pandas as pd
 import yaml
 
 from massshift import plots
-from massshift.categories import StateConfig, add_state_columns, has_distractors, has_samples
+from massshift.categories import StateConfig, add_state_columns, auto_criterion, has_distractors, has_samples
+from massshift.formats import format_line, format_shift, format_summary
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.schema import STATES, ScoreTableError, check_score_table
 from massshift.stats import Bootstrap, StatsConfig, model_states, summarise, transition_table
@@ -166,7 +167,8 @@ def write_compare_report(
     )
     summary = summarise(merged, state_cfg, stats_cfg)
     summary = {"labels": {"base": config.base_label, "rl": headline_label},
-               "checkpoints": [label for label, _ in rl_list], **summary}
+               "checkpoints": [label for label, _ in rl_list], **summary,
+               "formats": _formats(checked_base, checked_rl[-1][1], config, state_cfg, extra_config)}
 
     write_parquet(out / "facts.parquet", merged)
     boot = Bootstrap(len(merged), stats_cfg)
@@ -186,6 +188,64 @@ def write_compare_report(
                                                 drawn))
     logger.info("compare report written to %s", out)
     return summary
+
+
+def _formats(base: pd.DataFrame, rl: pd.DataFrame, config: CompareConfig, state_cfg: StateConfig,
+             extra_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Format diagnostics of both models (``formats``), their shift, the warnings and why the criterion."""
+    eps = state_cfg.threshold
+    b, r = format_summary(base, eps), format_summary(rl, eps)
+    for label, s in ((config.base_label, b), (config.rl_label, r)):
+        if s.get("warning"):
+            logger.warning("%s: %s", label, s["warning"])
+    if config.criterion == "auto":
+        reason = auto_criterion(config.state_config, base, rl)[1]
+    else:
+        reason = f"criterion {config.criterion!r} was given"
+    score = (extra_config or {}).get("score")
+    match = getattr(getattr(score, "match", None), "mode", None)
+    prompt = getattr(score, "prompt", None)
+    if isinstance(score, Mapping):
+        match = (score.get("match") or {}).get("mode")
+        prompt = None
+    return {"base": b, "rl": r, "shift": format_shift(b, r), "criterion_reason": reason, "match_mode": match,
+            "prefix": _prefix_text(prompt)}
+
+
+def _prefix_text(prompt: Any) -> str | None:
+    if prompt is None:
+        return None
+    if getattr(prompt, "self_prefix", False):
+        return "self (the model's own greedy lead-in before the first alias or distractor)"
+    if getattr(prompt, "relation_prefixes", ()):
+        return "per relation: " + "; ".join(f"{k}: {v!r}" for k, v in prompt.relation_prefixes)
+    return repr(prompt.answer_prefix) if getattr(prompt, "answer_prefix", "") else "none"
+
+
+def _formats_md(fm: dict[str, Any] | None, b: str, r: str, summary: dict[str, Any]) -> list[str]:
+    """The answer-format section: each model's formats, the format shift next to the knowledge shift."""
+    if not fm:
+        return []
+    sh = fm["shift"]
+    acc = summary["gain"]["absolute"]["value"]
+    knowledge = "n/a" if acc is None else f"{100 * acc:+.1f} points"
+    lines = ["## Answer format", "",
+             f"- criterion `{summary['criterion']}`: {fm['criterion_reason']}",
+             f"- {format_line(b, fm['base'])}", f"- {format_line(r, fm['rl'])}",
+             f"- format shift {b} \u2192 {r}: bare {100 * sh['greedy_bare']:+.1f} points, sentences "
+             f"{100 * sh['greedy_sentence']:+.1f}, hedges {100 * sh['greedy_hedge']:+.1f}, empty "
+             f"{100 * sh['greedy_empty']:+.1f}, mean length {sh['greedy_mean_words']:+.1f} words; knowledge shift: "
+             f"greedy accuracy {knowledge}"]
+    if fm.get("prefix"):
+        lines.append(f"- answer prefix: {fm['prefix']}")
+    if fm.get("match_mode") == "contains":
+        lines.append("- matching `contains`: an answer counts when an alias appears in it as a whole-word span, "
+                     "has at most max_words words, and names no distractor (another value of the same relation); "
+                     "an answer that also names a distractor is wrong (anti-hedging), in scoring and in rewards")
+    for label, s in ((b, fm["base"]), (r, fm["rl"])):
+        if s.get("warning"):
+            lines.append(f"- **warning ({label})**: {s['warning']}")
+    return [*lines, ""]
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -321,6 +381,7 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
             lines.append(f"- support ({crit}): P {sup['P']}, S {sup['S']}, E {sup['E']}, O {sup['O']}; {ratios}")
     lines += ["", f"## Transitions ({summary['criterion']}; count and row share)", "",
               *_matrix_md(summary["transitions"], b, r), ""]
+    lines += _formats_md(summary.get("formats"), b, r, summary)
     lines += _exposure_md(summary.get("exposure"), b, r)
     if figures:
         lines += ["## Figures", "", *[f"- [{name}](figures/{name}.png) ([pdf](figures/{name}.pdf))" for name in figures], ""]

@@ -31,12 +31,23 @@ from typing import Any
 import pandas as pd
 
 from massshift.distractors import distractor_stats, draw_distractors
+from massshift.formats import format_columns
 from massshift.generation import GenerationConfig, generate
-from massshift.matching import MatchConfig, Matcher, normalize
+from massshift.matching import MatchConfig, Matcher, is_correct, normalize
+from massshift.prefill import self_prefixes
 from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
-from massshift.rundir import cache_root, write_json, write_parquet
+from massshift.rundir import cache_root, write_json
 from massshift.schema import FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
 from massshift.scoring import AliasScores, ScoringConfig, score_items
+from massshift.shard import (
+    ChunkPlan,
+    Shard,
+    iter_chunks,
+    light_columns,
+    merge_chunks,
+    wait_for_chunks,
+    write_chunk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +108,8 @@ class ScoreConfig:
         }
         if self.distractors:
             key["distractors"] = self.distractors
+            if self.match.mode == "contains":  # answers naming a distractor are wrong (anti-hedging)
+                key["match"]["anti_hedging"] = True
         return key
 
 
@@ -174,32 +187,40 @@ def score_chunk(
     if config.distractors and distractors is None:
         distractors = draw_distractors(facts, config.distractors, config.generation.seed)
     dis = [list(d) for d in distractors] if config.distractors and distractors is not None else None
+    prefixes, found = _fact_prefixes(model, tokenizer, facts, config, ids, answers, dis)
+    n_ends = len(config.prompt.scored_ends)  # rows per answer: one per end (terminator, then "." under a prefix)
     conts = [a + d for a, d in zip(answers, dis)] if dis is not None else answers
-    items = encode_facts(tokenizer, questions, conts, config.prompt, fact_ids=ids)
+    items = encode_facts(tokenizer, questions, conts, config.prompt, fact_ids=ids, prefixes=prefixes)
     half = (lambda n: on_facts(n / 2)) if on_facts else None
     tf_all = score_items(model, items, pad_id, config.scoring, on_batch=half)
-    tf = [split_scores(s, len(a))[0] for s, a in zip(tf_all, answers)]
-    prompts = [encode_prompt(tokenizer, build_prompt(q, config.prompt, tokenizer), config.prompt) for q in questions]
+    tf = [split_scores(s, len(a) * n_ends)[0] for s, a in zip(tf_all, answers)]
+    prompts = [encode_prompt(tokenizer, build_prompt(q, config.prompt, tokenizer, None if prefixes is None else p),
+                             config.prompt) for q, p in zip(questions, prefixes or questions)]
     gens = generate(model, prompts, ids, tokenizer, config.generation, config.prompt.terminator, on_batch=half)
     rows = []
     n = config.generation.n_samples
     for i, (fid, q, ans, s, g) in enumerate(zip(ids, questions, answers, tf, gens)):
+        match = _fact_matcher(matcher, dis[i] if dis is not None else ())
         counts = answer_counts(g.samples)
-        n_correct = sum(bool(matcher(a, ans)) for a in g.samples)
+        n_correct = sum(bool(match(a, ans)) for a in g.samples)
         best = s.best
         row = {
             "fact_id": fid, "question": q, "answers": ans, "model": label,
-            "greedy": g.greedy, "greedy_correct": bool(matcher(g.greedy, ans)),
+            "greedy": g.greedy, "greedy_correct": bool(match(g.greedy, ans)),
             "logp_gold": s.logp_gold, "logp_gold_per_token": s.logp_per_token,
-            "best_alias": ans[best], "is_greedy": s.is_greedy,
+            "best_alias": ans[best // n_ends], "is_greedy": s.is_greedy,
             "n_samples": n, "n_correct": n_correct,
             "sample_answers": json.dumps(counts, ensure_ascii=False),
             "answer_entropy": entropy_nats(counts), "state": "",
             "token_logps": s.token_logps[best], "n_truncated": g.truncated,
         }
+        if prefixes is not None:
+            row["answer_prefix"] = prefixes[i]
+        if found is not None:
+            row["prefix_found"] = found[i]
         if dis is not None:
             row["distractors"] = dis[i]
-            row["distractor_logps"] = split_scores(tf_all[i], len(ans))[1]
+            row["distractor_logps"] = _fold_ends(split_scores(tf_all[i], len(ans) * n_ends)[1], n_ends)
             row.update(distractor_stats(s.logp_gold, row["distractor_logps"]))
         for k in pass_at_k_ks(n):
             row[f"pass_at_{k}"] = float(pass_at_k(n, n_correct, k))
@@ -207,15 +228,113 @@ def score_chunk(
             if col in facts.columns:
                 row[col] = facts[col].iloc[i]
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return pd.concat([table, format_columns(table)], axis=1)
+
+
+def _fact_prefixes(
+    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, ids: list[str],
+    answers: list[list[str]], dis: list[list[str]] | None,
+) -> tuple[list[str] | None, list[bool] | None]:
+    """Each fact's answer prefix (``prompts.PromptConfig.fact_prefix``, then the ``self`` lead-in), or None
+    when no prefill is set; and, for ``self``, whether a candidate span was found."""
+    prompt = config.prompt
+    if not prompt.prefix_active:
+        return None, None
+    subjects = facts["subject"].tolist() if "subject" in facts.columns else [None] * len(facts)
+    relations = facts["relation"].tolist() if "relation" in facts.columns else [None] * len(facts)
+    base = [prompt.fact_prefix(s, r if isinstance(r, str) else None) for s, r in zip(subjects, relations)]
+    if not prompt.self_prefix:
+        return base, None
+    cands = [a + (dis[i] if dis is not None else []) for i, a in enumerate(answers)]
+    return self_prefixes(model, tokenizer, list(facts["question"]), cands, ids, prompt, base,
+                         config.generation.max_new_tokens, config.generation.seed)
+
+
+def _fold_ends(logps: Sequence[float], n_ends: int) -> list[float]:
+    """Log-sum-exp over each run of ``n_ends`` rows (one answer scored with each end)."""
+    if n_ends == 1:
+        return [float(x) for x in logps]
+    out = []
+    for j in range(0, len(logps), n_ends):
+        vals = [v for v in logps[j: j + n_ends] if not math.isnan(v)]
+        m = max(vals, default=math.nan)
+        out.append(m if not vals or m == -math.inf else m + math.log(sum(math.exp(v - m) for v in vals)))
+    return out
+
+
+def _fact_matcher(matcher: Matcher, distractors: Sequence[str]) -> Matcher:
+    """``matcher`` with the fact's distractors when it is the built-in ``contains`` matcher: an answer
+    that also names another value of the relation is wrong (the anti-hedging rule, ``matching``)."""
+    cfg = getattr(matcher, "match_config", None)
+    if cfg is None or cfg.mode != "contains" or not distractors:
+        return matcher
+    return lambda pred, answers: is_correct(pred, answers, mode=cfg.mode, max_words=cfg.max_words,
+                                            distractors=distractors)
+
+
+def plan_chunks(
+    facts: pd.DataFrame, config: ScoreConfig, model_key: str | None,
+    cache_dir: str | os.PathLike[str] | None = None, matcher_name: str = "",
+    drawn: Sequence[Sequence[str]] | None = None,
+) -> ChunkPlan:
+    """Where the chunks of this score table live: ``<cache>/scores/<fingerprint>/`` (no folder when
+    ``model_key`` is None, i.e. nothing cached). Writes the folder's meta.json."""
+    if model_key is None:
+        return ChunkPlan(None, "", len(facts), config.chunk_size)
+    fp = fingerprint(model_key, config, facts, matcher_name, drawn)
+    folder = Path(cache_dir or default_cache_root()) / "scores" / fp
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "meta.json", {"model_key": model_key, "config": config.numbers_key(),
+                                      "n_facts": len(facts), "chunk_size": config.chunk_size})
+    return ChunkPlan(folder, fp, len(facts), config.chunk_size)
+
+
+def compute_chunks(
+    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, plan: ChunkPlan, label: str,
+    matcher: Matcher, drawn: Sequence[Sequence[str]] | None = None, shard: Shard | None = None,
+    on_facts: Callable[[float], None] | None = None,
+) -> list[pd.DataFrame]:
+    """Score the chunks that are not on disk (``shard``'s only, when given), writing each one as it
+    finishes; returns them in memory only when nothing is cached (``plan.folder`` None)."""
+    todo = set(plan.missing(shard))
+    if plan.folder is not None:
+        owned = [i for i in range(plan.n_chunks) if shard is None or shard.owns(i)]
+        done = sum(plan.bounds(i)[1] - plan.bounds(i)[0] for i in owned if i not in todo)
+        if done:
+            logger.info("score cache: %d facts already scored in %s", done, plan.folder)
+            if on_facts:
+                on_facts(done)
+    parts = []
+    for i in sorted(todo):
+        start, end = plan.bounds(i)
+        part = score_chunk(model, tokenizer, facts.iloc[start:end], config, "", matcher, on_facts,
+                           drawn[start:end] if drawn is not None else None)
+        if plan.folder is None:
+            parts.append(part)
+        else:
+            write_chunk(plan.path(i), part, plan.fingerprint)
+    return parts
+
+
+def finish_table(table: pd.DataFrame, label: str, state_config: Any) -> pd.DataFrame:
+    """Label, state columns (``state_config`` already resolved, or resolved on ``table``) and column order."""
+    from massshift.categories import StateConfig, add_state_columns
+
+    table = table.copy()
+    table["model"] = label
+    table["answers"] = table["answers"].map(list)
+    table = add_state_columns(table, state_config or StateConfig())
+    first = [c for c in SCORE_COLUMNS if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 def score_facts(
     model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig | None = None, *,
     label: str = "model", model_key: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
     matcher: Matcher | None = None, state_config: Any = None,
-    on_facts: Callable[[float], None] | None = None,
-) -> pd.DataFrame:
+    on_facts: Callable[[float], None] | None = None, shard: Shard | None = None,
+) -> pd.DataFrame | None:
     """The score table of ``model`` over ``facts`` (one row per fact, schema.SCORE_COLUMNS first).
 
     Args:
@@ -232,43 +351,47 @@ def score_facts(
         state_config: ``categories.StateConfig`` for the ``state`` column (default ``auto``:
             ``chance`` when distractors were scored, else ``logprob``).
         on_facts: progress callback, called with the number of facts done.
+        shard: compute only this shard's chunks (``shard.Shard``; needs ``model_key``) and
+            return None: several processes fill one cache, then one merges
+            (``load_chunks`` or ``write_score_table``).
     """
-    from massshift.categories import StateConfig, add_state_columns
-
     config = config or ScoreConfig()
     if len(facts) == 0:
         raise ValueError("the facts table is empty: nothing to score")
+    if shard is not None and model_key is None:
+        raise ValueError("sharded scoring writes chunks to the cache: give model_key")
     match = matcher or config.match.matcher()
     matcher_name = "" if matcher is None else getattr(matcher, "__qualname__", repr(matcher))
     drawn = draw_distractors(facts, config.distractors, config.generation.seed) if config.distractors else None
-    chunk_dir = None
-    if model_key is not None:
-        fp = fingerprint(model_key, config, facts, matcher_name, drawn)
-        chunk_dir = Path(cache_dir or default_cache_root()) / "scores" / fp
-        chunk_dir.mkdir(parents=True, exist_ok=True)
-        write_json(chunk_dir / "meta.json", {"model_key": model_key, "config": config.numbers_key(),
-                                             "n_facts": len(facts), "chunk_size": config.chunk_size})
-    parts = []
-    n_cached = 0
-    for start in range(0, len(facts), config.chunk_size):
-        chunk = facts.iloc[start: start + config.chunk_size]
-        path = chunk_dir / f"chunk-{start // config.chunk_size:06d}.parquet" if chunk_dir else None
-        if path is not None and path.exists():
-            part = pd.read_parquet(path)
-            n_cached += len(part)
-            if on_facts:
-                on_facts(len(part))
-        else:
-            part = score_chunk(model, tokenizer, chunk, config, label, match, on_facts,
-                               drawn[start: start + config.chunk_size] if drawn is not None else None)
-            if path is not None:
-                write_parquet(path, part)
-        parts.append(part)
-    if n_cached:
-        logger.info("score cache: %d of %d facts read from %s", n_cached, len(facts), chunk_dir)
-    table = pd.concat(parts, ignore_index=True)
-    table["model"] = label
-    table["answers"] = table["answers"].map(list)
-    table = add_state_columns(table, state_config or StateConfig())
-    first = [c for c in SCORE_COLUMNS if c in table.columns]
-    return table[first + [c for c in table.columns if c not in first]]
+    plan = plan_chunks(facts, config, model_key, cache_dir, matcher_name, drawn)
+    parts = compute_chunks(model, tokenizer, facts, config, plan, label, match, drawn, shard, on_facts)
+    if shard is not None:
+        return None
+    table = pd.concat(parts if plan.folder is None else list(iter_chunks(plan)), ignore_index=True)
+    return finish_table(table, label, state_config)
+
+
+def load_chunks(plan: ChunkPlan, label: str, state_config: Any = None) -> pd.DataFrame:
+    """The whole score table from a plan's chunks (every chunk must exist; fingerprints checked)."""
+    wait_for_chunks(plan)
+    return finish_table(pd.concat(list(iter_chunks(plan)), ignore_index=True), label, state_config)
+
+
+def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
+                      state_config: Any = None) -> pd.DataFrame:
+    """Write the score table to ``out`` from the plan's chunks, one row group per chunk, so memory
+    does not grow with the number of facts; returns the table's light columns (no per-token or
+    per-distractor lists), states included, for summaries.
+
+    ``auto`` states are resolved once on the light columns of every chunk, then each chunk is
+    finished with that one resolved criterion, so the file equals ``score_facts``'s table.
+    """
+    from massshift.categories import StateConfig
+
+    wait_for_chunks(plan)
+    light = pd.concat(list(iter_chunks(plan, light_columns(plan))), ignore_index=True)
+    light["model"] = label
+    light["answers"] = light["answers"].map(list)
+    resolved = (state_config or StateConfig()).resolve(light)
+    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, resolved))
+    return finish_table(light, label, resolved)
