@@ -127,34 +127,69 @@ def _load_facts_or_fail(path: Path, skip_invalid: bool = False):
         _fail(str(err))
 
 
+def _launch():
+    """This process's place in an ``accelerate launch`` run (a lone process otherwise)."""
+    from massshift.shard import Launch, ShardError
+
+    try:
+        return Launch()
+    except ShardError as err:
+        _fail(str(err))
+
+
+def _check_launch(launch, device_map: str | None) -> None:
+    if launch.distributed and device_map:
+        _fail("--device-map spreads one model over every device of one process; it cannot be combined with "
+              "several processes (accelerate launch --num_processes > 1). Use one or the other.")
+
+
 def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
                base: str | None, config_dir: Path | None, trust_remote_code: bool, device_map: str | None,
-               cache_dir: Path | None, progress: bool):
-    """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer)."""
+               cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None):
+    """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer).
+
+    Under ``accelerate launch`` every process scores its shard of the chunks into the cache; the
+    main process then merges them and the others get a None table. With ``out_table`` the table
+    is streamed to that parquet file chunk by chunk and only its light columns are returned.
+    """
     import gc
 
     from massshift.models import ModelLoadError, load_model
     from massshift.progress import progress_bar
-    from massshift.score_table import score_facts
+    from massshift.score_table import load_chunks, score_to_cache, write_score_table
+    from massshift.shard import ShardError
 
     try:
-        model, tok, info = load_model(spec, dtype=dtype, device=device, base=base,
+        model, tok, info = load_model(spec, dtype=dtype, device=launch.device(device), base=base,
                                       config=str(config_dir) if config_dir else None,
                                       trust_remote_code=trust_remote_code, device_map=device_map)
     except ModelLoadError as err:
         _fail(str(err))
     logger.info("%s: %s (%s, %.1fM parameters)", label, spec, info.kind, info.n_params / 1e6)
-    with progress_bar(len(facts), f"scoring {label}", enabled=progress or None) as advance:
-        table = score_facts(model, tok, facts, config, label=label, model_key=f"{info.weights_hash}:{info.vocab_hash}",
-                            cache_dir=cache_dir, state_config=state_config, on_facts=advance)
+    shard = launch.shard if launch.distributed else None
+    share = len(facts) if shard is None else -(-len(facts) // shard.count)
+    what = f"scoring {label}" + (f" (shard {shard.index + 1}/{shard.count})" if shard else "")
+    with progress_bar(share, what, enabled=(progress or None) and launch.shard.is_main) as advance:
+        plan = score_to_cache(model, tok, facts, config, model_key=f"{info.weights_hash}:{info.vocab_hash}",
+                              cache_dir=cache_dir, shard=shard, on_facts=advance)
+    del model
+    gc.collect()
+    launch.wait()
+    if not launch.shard.is_main:
+        return None, info, tok
+    try:
+        if out_table is not None:
+            table = write_score_table(plan, out_table, label, state_config)
+        else:
+            table = load_chunks(plan, label, state_config)
+    except ShardError as err:
+        _fail(str(err))
     from massshift.formats import format_line, format_summary
 
     formats = format_summary(table, state_config.threshold)
     logger.info("answer format, %s", format_line(label, formats))
     if formats.get("warning"):
         logger.warning("%s: %s", label, formats["warning"])
-    del model
-    gc.collect()
     return table, info, tok
 
 
@@ -174,23 +209,33 @@ def score(
     config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False,
     no_progress: NoProgress = False,
 ) -> None:
-    """Score one model on a facts file: writes OUT/scores.parquet, config.yaml, env.json."""
-    from massshift.models import set_threads
-    from massshift.rundir import init_run_dir, write_parquet
+    """Score one model on a facts file: writes OUT/scores.parquet, config.yaml, env.json.
 
-    n_threads = set_threads(threads)
+    Under ``accelerate launch`` each process scores its shard of the facts; the main process
+    merges them into the same table a single process writes.
+    """
+    from massshift.models import set_threads
+    from massshift.rundir import init_run_dir
+
+    launch = _launch()
+    _check_launch(launch, device_map)
+    n_threads = set_threads(launch.threads(threads))
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
     table_facts = _load_facts_or_fail(facts, skip_invalid)
     cfg = _with_distractors(cfg, distractors, table_facts)
     settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
-                "states": states, "dtype": dtype, "device": device, "threads": n_threads}
-    init_run_dir(out, settings, seed=seed, device=device)
+                "states": states, "dtype": dtype, "device": device, "threads": n_threads,
+                "processes": launch.shard.count}
+    if launch.shard.is_main:
+        init_run_dir(out, settings, seed=seed, device=device)
     table, info, _ = _score_one(model, table_facts, cfg, states, label, dtype=dtype, device=device, base=base,
                                 config_dir=config, trust_remote_code=trust_remote_code, device_map=device_map,
-                                cache_dir=cache_dir, progress=not no_progress)
-    write_parquet(out / "scores.parquet", table)
+                                cache_dir=cache_dir, progress=not no_progress, launch=launch,
+                                out_table=out / "scores.parquet")
+    if table is None:  # not the main process: its shard is in the cache
+        return
     from massshift.rundir import write_json
 
     write_json(out / "model_info.json", info)
@@ -215,7 +260,11 @@ def compare(
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
     config: ConfigOpt = None, device_map: DeviceMap = None, no_progress: NoProgress = False,
 ) -> None:
-    """Compare BASE with one or more RL checkpoints on the same facts: matrix, statistics, figures, report."""
+    """Compare BASE with one or more RL checkpoints on the same facts: matrix, statistics, figures, report.
+
+    Under ``accelerate launch`` each process scores its shard of the facts for every checkpoint;
+    the main process merges them and writes the report.
+    """
     import pandas as pd
 
     from massshift.models import check_same_tokenizer, set_threads
@@ -226,13 +275,15 @@ def compare(
     models = list(models or [])
     if base_scores is None and len(models) < 2 and not (models and rl_scores):
         _fail("give BASE and at least one RL checkpoint, or --base-scores and --rl-scores tables")
-    n_threads = set_threads(threads)
+    launch = _launch()
+    _check_launch(launch, device_map)
+    n_threads = set_threads(launch.threads(threads))
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
-              "progress": not no_progress}
+              "progress": not no_progress, "launch": launch}
     table_facts = _load_facts_or_fail(facts) if facts is not None else None
     cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
@@ -253,7 +304,7 @@ def compare(
             _fail("--facts is needed to score checkpoints")
         label = "rl" if len(specs) == 1 else f"rl{i + 1}:{Path(spec).name}"
         t, info, tok = _score_one(spec, table_facts, cfg, states, label, **loaded)
-        if infos:
+        if infos and launch.shard.is_main:
             from massshift.models import ModelLoadError
 
             try:
@@ -262,6 +313,8 @@ def compare(
                 _fail(str(err))
         infos.append((info, tok))
         tables.append((label, t))
+    if not launch.shard.is_main:  # its shards are in the cache; the main process writes the report
+        return
     out.mkdir(parents=True, exist_ok=True)
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)

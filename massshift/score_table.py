@@ -329,12 +329,26 @@ def finish_table(table: pd.DataFrame, label: str, state_config: Any) -> pd.DataF
     return table[first + [c for c in table.columns if c not in first]]
 
 
+def _score(
+    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, model_key: str | None,
+    cache_dir: str | os.PathLike[str] | None, matcher: Matcher | None, shard: Shard | None,
+    on_facts: Callable[[float], None] | None,
+) -> tuple[ChunkPlan, list[pd.DataFrame]]:
+    if len(facts) == 0:
+        raise ValueError("the facts table is empty: nothing to score")
+    match = matcher or config.match.matcher()
+    matcher_name = "" if matcher is None else getattr(matcher, "__qualname__", repr(matcher))
+    drawn = draw_distractors(facts, config.distractors, config.generation.seed) if config.distractors else None
+    plan = plan_chunks(facts, config, model_key, cache_dir, matcher_name, drawn)
+    return plan, compute_chunks(model, tokenizer, facts, config, plan, "", match, drawn, shard, on_facts)
+
+
 def score_facts(
     model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig | None = None, *,
     label: str = "model", model_key: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
     matcher: Matcher | None = None, state_config: Any = None,
-    on_facts: Callable[[float], None] | None = None, shard: Shard | None = None,
-) -> pd.DataFrame | None:
+    on_facts: Callable[[float], None] | None = None,
+) -> pd.DataFrame:
     """The score table of ``model`` over ``facts`` (one row per fact, schema.SCORE_COLUMNS first).
 
     Args:
@@ -351,24 +365,26 @@ def score_facts(
         state_config: ``categories.StateConfig`` for the ``state`` column (default ``auto``:
             ``chance`` when distractors were scored, else ``logprob``).
         on_facts: progress callback, called with the number of facts done.
-        shard: compute only this shard's chunks (``shard.Shard``; needs ``model_key``) and
-            return None: several processes fill one cache, then one merges
-            (``load_chunks`` or ``write_score_table``).
     """
     config = config or ScoreConfig()
-    if len(facts) == 0:
-        raise ValueError("the facts table is empty: nothing to score")
-    if shard is not None and model_key is None:
-        raise ValueError("sharded scoring writes chunks to the cache: give model_key")
-    match = matcher or config.match.matcher()
-    matcher_name = "" if matcher is None else getattr(matcher, "__qualname__", repr(matcher))
-    drawn = draw_distractors(facts, config.distractors, config.generation.seed) if config.distractors else None
-    plan = plan_chunks(facts, config, model_key, cache_dir, matcher_name, drawn)
-    parts = compute_chunks(model, tokenizer, facts, config, plan, label, match, drawn, shard, on_facts)
-    if shard is not None:
-        return None
+    plan, parts = _score(model, tokenizer, facts, config, model_key, cache_dir, matcher, None, on_facts)
     table = pd.concat(parts if plan.folder is None else list(iter_chunks(plan)), ignore_index=True)
     return finish_table(table, label, state_config)
+
+
+def score_to_cache(
+    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig | None = None, *,
+    model_key: str, cache_dir: str | os.PathLike[str] | None = None, matcher: Matcher | None = None,
+    shard: Shard | None = None, on_facts: Callable[[float], None] | None = None,
+) -> ChunkPlan:
+    """Score the chunks of ``facts`` that are not cached yet (only ``shard``'s when given) and
+    return their plan, holding nothing in memory. Several processes, one shard each, fill one
+    cache; one of them then merges with ``load_chunks`` or ``write_score_table``. Arguments as
+    in ``score_facts``.
+    """
+    plan, _ = _score(model, tokenizer, facts, config or ScoreConfig(), model_key, cache_dir, matcher, shard,
+                     on_facts)
+    return plan
 
 
 def load_chunks(plan: ChunkPlan, label: str, state_config: Any = None) -> pd.DataFrame:

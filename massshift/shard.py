@@ -86,7 +86,11 @@ class Launch:
                 from accelerate import PartialState
             except ImportError as err:  # pragma: no cover - accelerate is a core dependency
                 raise ShardError("several processes need accelerate: pip install accelerate") from err
-            self._state = PartialState()
+            import torch
+
+            # without a GPU (or with ACCELERATE_USE_CPU) the processes talk over gloo on the CPU
+            cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" or not torch.cuda.is_available()
+            self._state = PartialState(cpu=cpu)
             self.shard = Shard(self._state.process_index, self._state.num_processes)
         else:
             self.shard = Shard()
@@ -100,6 +104,16 @@ class Launch:
         if self.distributed and requested.startswith("cuda"):
             return str(self._state.device)
         return requested
+
+    def threads(self, requested: int | None) -> int | None:
+        """Torch threads for this process: ``requested``, or with several local processes their
+        share of the free cores (so they never oversubscribe them); None means ``auto_threads``."""
+        if requested is not None or not self.distributed:
+            return requested
+        from massshift.models import auto_threads
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.shard.count))
+        return max(1, auto_threads() // max(1, local))
 
     def wait(self) -> None:
         if self._state is not None:
