@@ -167,3 +167,15 @@ def test_two_cpu_processes_under_accelerate_launch_match_one(tiny_model_dir, fac
     settings = (tmp_path / "two" / "config.yaml").read_text()
     assert "processes: 2" in settings
     assert json.loads((tmp_path / "two" / "model_info.json").read_text())["weights_hash"]
+
+
+def test_device_map_auto_scores_like_one_device(tiny_model_dir, tokenizer, facts):
+    """`--device-map auto` (accelerate's dispatch; here everything lands on the CPU) gives the same numbers."""
+    from massshift.models import load_model
+
+    plain, tok, _ = load_model(str(tiny_model_dir))
+    spread, _, _ = load_model(str(tiny_model_dir), device_map="auto")
+    assert next(spread.parameters()).device.type == "cpu"  # no GPU here: accelerate keeps it on the CPU
+    a = score_facts(plain, tok, facts, CFG, label="m")
+    b = score_facts(spread, tok, facts, CFG, label="m")
+    pd.testing.assert_frame_equal(a, b)
