@@ -44,7 +44,7 @@ Temperature = Annotated[float, typer.Option(help="Sampling temperature (0: greed
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus truncation (1.0: none).")]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer generated, in tokens.")]
 Seed = Annotated[int, typer.Option(help="Seed; samples are seeded per (seed, fact_id).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per forward pass: teacher-forcing continuations (aliases, distractors), and decoding rows, facts x (1 + samples), at least 256. Thousands on a GPU. Never changes the numbers.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per forward pass: teacher-forcing continuations (aliases, distractors), and decoding rows, facts x (1 + samples), at least 256. Thousands on a GPU. Changes numbers only by float round-off.")]
 Dtype = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
 Threads = Annotated[int | None, typer.Option(help="Torch CPU threads (default: measured best for this machine).")]
