@@ -18,6 +18,8 @@ model's name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,9 @@ class PromptConfig:
         self_prefix: the ``self`` prefill: each fact's prefix is the model's own greedy
             lead-in before the first span naming an alias or a distractor
             (``massshift.prefill``); needs the model, so only scoring applies it.
+        question_prefixes: (question, prefix) pairs: explicit per-question prefixes, before
+            every other mode (a study freezes per-relation or ``self`` prefixes into them so
+            that trainers and baselines, which see questions only, use the same prompts).
         end_marks: more strings that may end a scored answer besides the terminator;
             p(gold) sums over them. Default: ``(".",)`` when any prefix is set (an
             answer after "The capital of Cuba is" ends a sentence), else none.
@@ -72,6 +77,7 @@ class PromptConfig:
     shots: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     relation_prefixes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     self_prefix: bool = False
+    question_prefixes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     end_marks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -93,6 +99,12 @@ class PromptConfig:
         if any(len(p) != 2 or not all(isinstance(x, str) and x for x in p) for p in rel):
             raise ValueError("relation_prefixes must be (relation, template) pairs of non-empty strings")
         object.__setattr__(self, "relation_prefixes", rel)
+        qp = tuple(tuple(p) for p in (self.question_prefixes.items() if isinstance(self.question_prefixes, dict)
+                                      else self.question_prefixes))
+        if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in qp):
+            raise ValueError("question_prefixes must be (question, prefix) pairs of strings")
+        object.__setattr__(self, "question_prefixes", qp)
+        object.__setattr__(self, "_by_question", dict(qp))  # lookup table, not a field
         if self.end_marks is not None:
             marks = tuple(self.end_marks)
             if any(not isinstance(m, str) or not m or m == self.terminator for m in marks):
@@ -102,7 +114,7 @@ class PromptConfig:
     @property
     def prefix_active(self) -> bool:
         """Whether any answer prefill is set (fixed, per relation or self)."""
-        return bool(self.answer_prefix or self.relation_prefixes or self.self_prefix)
+        return bool(self.answer_prefix or self.relation_prefixes or self.self_prefix or self.question_prefixes)
 
     @property
     def scored_ends(self) -> tuple[str, ...]:
@@ -120,11 +132,16 @@ class PromptConfig:
             # prefill fields only when set, so fingerprints of older caches stay valid
             **({"relation_prefixes": [list(p) for p in self.relation_prefixes]} if self.relation_prefixes else {}),
             **({"self_prefix": True} if self.self_prefix else {}),
+            **({"question_prefixes": {"n": len(self.question_prefixes), "sha256": hashlib.sha256(
+                json.dumps(self.question_prefixes, ensure_ascii=False).encode()).hexdigest()[:16]}}
+               if self.question_prefixes else {}),
             **({"scored_ends": list(self.scored_ends)} if len(self.scored_ends) > 1 else {}),
         }
 
-    def fact_prefix(self, subject: Any = None, relation: Any = None) -> str:
-        """The fixed or per-relation prefix of one fact (``self`` lead-ins are added by scoring)."""
+    def fact_prefix(self, subject: Any = None, relation: Any = None, question: str | None = None) -> str:
+        """The per-question, per-relation or fixed prefix of one fact (``self`` lead-ins are added by scoring)."""
+        if question is not None and question in self._by_question:
+            return self._by_question[question]
         template = dict(self.relation_prefixes).get(relation, self.answer_prefix) if relation else self.answer_prefix
         if "{" not in template:
             return template
@@ -150,7 +167,9 @@ def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None, pre
 
     ``prefix`` replaces ``config.answer_prefix`` (a fact's resolved prefix, ``fact_prefix``).
     """
-    answer_prefix = config.answer_prefix if prefix is None else prefix
+    if prefix is None:
+        prefix = config._by_question.get(question, config.answer_prefix)
+    answer_prefix = prefix
     if config.chat:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise PromptError(

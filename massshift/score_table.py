@@ -243,7 +243,8 @@ def _fact_prefixes(
         return None, None
     subjects = facts["subject"].tolist() if "subject" in facts.columns else [None] * len(facts)
     relations = facts["relation"].tolist() if "relation" in facts.columns else [None] * len(facts)
-    base = [prompt.fact_prefix(s, r if isinstance(r, str) else None) for s, r in zip(subjects, relations)]
+    base = [prompt.fact_prefix(s, r if isinstance(r, str) else None, q)
+            for s, r, q in zip(subjects, relations, facts["question"])]
     if not prompt.self_prefix:
         return base, None
     cands = [a + (dis[i] if dis is not None else []) for i, a in enumerate(answers)]

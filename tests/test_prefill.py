@@ -163,3 +163,17 @@ def test_score_chunk_with_relation_and_self_prefix(tiny_model, tokenizer):
     selfcfg = ScoreConfig(prompt=PromptConfig(self_prefix=True), generation=cfg.generation, distractors=1)
     selft = score_chunk(tiny_model, tokenizer, facts, selfcfg, "m", selfcfg.match.matcher())
     assert "prefix_found" in selft.columns and selft["answer_prefix"].map(lambda p: isinstance(p, str)).all()
+
+
+def test_question_prefixes_reach_every_prompt_builder(tokenizer):
+    from massshift.train.common import prompt_ids_for
+
+    cfg = PromptConfig(question_prefixes=((CUBA, "The capital of Cuba is"),))
+    assert cfg.prefix_active and cfg.scored_ends == ("\n", ".")
+    assert build_prompt(CUBA, cfg) == "Q: What is the capital of Cuba?\nA: The capital of Cuba is"
+    assert build_prompt("Who wrote Hamlet?", cfg) == "Q: Who wrote Hamlet?\nA:"  # not listed: no prefix
+    assert cfg.fact_prefix("Cuba", "capital", CUBA) == "The capital of Cuba is"
+    ids = prompt_ids_for(tokenizer, [CUBA], cfg)[0]  # trainers and baselines see questions only
+    assert tokenizer.decode(ids).endswith("A: The capital of Cuba is")
+    other = PromptConfig(question_prefixes=((CUBA, "Cuba's capital is"),))
+    assert cfg.to_dict()["question_prefixes"]["sha256"] != other.to_dict()["question_prefixes"]["sha256"]
