@@ -57,6 +57,7 @@ Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: auto (chan
 Distractors = Annotated[int | None, typer.Option("--distractors", help="Distractor answers (same relation) scored per fact for the chance criterion; 0: none. Default: 20 when the facts have a relation, else 0.")]
 ChanceRatio = Annotated[float, typer.Option("--chance-ratio", help="chance: p(gold) must be this many times the median distractor's.")]
 ChanceTop = Annotated[float, typer.Option("--chance-top", help="chance: the gold must rank in this top share of gold + distractors.")]
+ChanceSpec = Annotated[float, typer.Option("--chance-specificity", help="chance: the gold must score higher on its own subject than on this share of other subjects' prompts (value-prior test; 0: off).")]
 Alpha = Annotated[float, typer.Option(help="eps = -ln(alpha)/n when --eps is not given.")]
 NRef = Annotated[int, typer.Option("--eps-n", help="n in eps = -ln(alpha)/n (paper: 128).")]
 Eps = Annotated[float | None, typer.Option(help="Probability line for tail-correct (overrides alpha and --eps-n).")]
@@ -92,12 +93,12 @@ def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens
 
 
 def _state_config(criterion: str, alpha: float, n: int, eps: float | None, chance_ratio: float = 2.0,
-                  chance_top: float = 0.25):
+                  chance_top: float = 0.25, chance_specificity: float = 0.95):
     from massshift.categories import StateConfig
 
     try:
         return StateConfig(criterion=criterion, n=n, alpha=alpha, eps=eps, chance_ratio=chance_ratio,
-                           chance_top=chance_top)
+                           chance_top=chance_top, chance_specificity=chance_specificity)
     except ValueError as err:
         _fail(str(err))
 
@@ -205,6 +206,7 @@ def score(
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
+    chance_specificity: ChanceSpec = 0.95,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
     config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False,
     no_progress: NoProgress = False,
@@ -222,7 +224,7 @@ def score(
     n_threads = set_threads(launch.threads(threads))
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     table_facts = _load_facts_or_fail(facts, skip_invalid)
     cfg = _with_distractors(cfg, distractors, table_facts)
     settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
@@ -256,6 +258,7 @@ def compare(
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
+    chance_specificity: ChanceSpec = 0.95,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for CIs.")] = 2000,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
     config: ConfigOpt = None, device_map: DeviceMap = None, no_progress: NoProgress = False,
@@ -280,7 +283,7 @@ def compare(
     n_threads = set_threads(launch.threads(threads))
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
               "progress": not no_progress, "launch": launch}
@@ -319,7 +322,8 @@ def compare(
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
     ccfg = CompareConfig(criterion=states.criterion, n=states.n, alpha=states.alpha, eps=states.eps,
-                         chance_ratio=states.chance_ratio, chance_top=states.chance_top, n_boot=n_boot, seed=seed)
+                         chance_ratio=states.chance_ratio, chance_top=states.chance_top,
+                         chance_specificity=states.chance_specificity, n_boot=n_boot, seed=seed)
     extra = {"command": "compare", "models": models, "facts": str(facts) if facts else None,
              "score": cfg, "threads": n_threads}
     try:

@@ -144,3 +144,61 @@ def distractor_stats(logp_gold: float, distractor_logps: Sequence[float]) -> dic
         out["gold_rank"] = float(1 + int((d >= logp_gold).sum()))
         out["k_q"] = float(((logp_gold > d).sum() + 0.5 * (logp_gold == d).sum()) / n)
     return out
+
+
+PRIOR_COLUMNS: tuple[str, ...] = ("prior_quantile", "prior_n")
+"""Written by :func:`value_prior_columns` (``score_table.finish_table``): the gold's subject specificity."""
+
+
+class ValuePrior:
+    """What the model gives each value for *other* subjects: the value-prior baseline of ``chance``.
+
+    A value is a distractor of many facts of its group (relation, or question template), so the
+    score table already holds log p(value | another subject's prompt) many times over. The
+    gold of a fact was really recalled, rather than favoured for everybody, when it scores
+    higher on its own subject's prompt than on most other subjects' prompts:
+    ``prior_quantile`` is the share of those other scores below ``logp_gold`` (ties count
+    half), ``prior_n`` how many there were. A fact's own distractors never hold its gold, and
+    no fact's distractors hold its own answer, so the pool of a value is other subjects only.
+
+    Memory: one float per scored distractor (``add`` can be fed chunk by chunk).
+    """
+
+    def __init__(self) -> None:
+        self._pool: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, df: pd.DataFrame) -> None:
+        """Pool the distractor scores of these rows (columns ``distractors``, ``distractor_logps``)."""
+        for key, values, logps in zip(group_keys(df), df["distractors"], df["distractor_logps"]):
+            for value, lp in zip(values, logps):
+                if not math.isnan(lp):
+                    self._pool.setdefault((key, normalize(str(value))), []).append(float(lp))
+
+    def finish(self) -> None:
+        """Sort the pools (after the last ``add``) so each lookup is a binary search."""
+        self._sorted = {k: np.sort(np.asarray(v)) for k, v in self._pool.items()}
+
+    def columns(self, df: pd.DataFrame) -> pd.DataFrame:
+        """``prior_quantile`` and ``prior_n`` for these rows (their gold aliases pooled; NaN when none)."""
+        if not hasattr(self, "_sorted"):
+            self.finish()
+        quant, count = [], []
+        for key, answers, lg in zip(group_keys(df), df["answers"], df["logp_gold"]):
+            forms = {normalize(str(a)) for a in answers}
+            pools = [self._sorted[(key, f)] for f in forms if (key, f) in self._sorted]
+            n = sum(len(p) for p in pools)
+            count.append(n)
+            if n == 0 or math.isnan(lg):
+                quant.append(math.nan)
+                continue
+            below = sum(np.searchsorted(p, lg, side="left") for p in pools)
+            ties = sum(np.searchsorted(p, lg, side="right") for p in pools) - below
+            quant.append(float((below + 0.5 * ties) / n))
+        return pd.DataFrame({"prior_quantile": quant, "prior_n": count}, index=df.index)
+
+
+def value_prior_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``prior_quantile`` and ``prior_n`` of every row, pooled over this table (see :class:`ValuePrior`)."""
+    prior = ValuePrior()
+    prior.add(df)
+    return prior.columns(df)

@@ -55,7 +55,7 @@ class CompareConfig:
     """Settings of a comparison: the state rules, the bootstrap and the model labels.
 
     Attributes:
-        criterion, n, alpha, eps, chance_ratio, chance_top: as in ``categories.StateConfig``
+        criterion, n, alpha, eps, chance_ratio, chance_top, chance_specificity: as in ``categories.StateConfig``
             (``criterion="auto"``, the default, is ``chance`` when both tables have
             distractor columns, else ``logprob``).
         n_boot, ci, seed: as in ``stats.StatsConfig``.
@@ -69,6 +69,7 @@ class CompareConfig:
     eps: float | None = None
     chance_ratio: float = 2.0
     chance_top: float = 0.25
+    chance_specificity: float = 0.95
     n_boot: int = 2000
     ci: float = 0.95
     seed: int = 0
@@ -87,7 +88,8 @@ class CompareConfig:
     @property
     def state_config(self) -> StateConfig:
         return StateConfig(criterion=self.criterion, n=self.n, alpha=self.alpha, eps=self.eps,
-                           chance_ratio=self.chance_ratio, chance_top=self.chance_top)
+                           chance_ratio=self.chance_ratio, chance_top=self.chance_top,
+                           chance_specificity=self.chance_specificity)
 
     @property
     def stats_config(self) -> StatsConfig:
@@ -339,7 +341,9 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
         f"- state criterion: `{summary['criterion']}`; eps = {summary['eps']:.4g} (n = {config.n}, alpha = {config.alpha}"
         + (f", eps given = {config.eps}" if config.eps is not None else ", eps = -ln(alpha)/n") + ")"
         + (f"; chance: gold in the top {config.chance_top:g} of gold + distractors and >= {config.chance_ratio:g} x "
-           "the median distractor's probability" if summary["criterion"] == "chance" else ""),
+           "the median distractor's probability, and above " + f"{config.chance_specificity:g} of the same value's "
+           "scores on other subjects' prompts (value-prior test, where at least 10 exist)"
+           if summary["criterion"] == "chance" else ""),
         f"- paired bootstrap: {config.n_boot} resamples, seed {config.seed}; intervals are {level}",
         f"- non-finite log p(gold) (kept, counted, never in log-prob medians): {b} {nf['base']}, {r} {nf['rl']}",
         "", "## Verdict", "", verdict(summary), "", churn_sentence(summary), "",

@@ -43,7 +43,13 @@ k_q                     float        share of (gold, distractor) pairs the gold 
 logp_best_distractor    float        the highest distractor log-prob
 logp_median_distractor  float        the median distractor log-prob
 n_distractors           int          distractors scored (0: no chance line for this fact)
+prior_quantile          float        share of the gold value's scores on other subjects' prompts
+                                     (as their distractor) below logp_gold; NaN when none
+prior_n                 int          how many such scores (the value-prior test needs >= 10)
 ======================  ===========  =======================================================
+
+The last two are added over the whole table (``distractors.ValuePrior``) when it is
+finished, not per chunk, so cached chunks stay valid.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from massshift.distractors import distractor_stats, draw_distractors
+from massshift.distractors import PRIOR_COLUMNS, ValuePrior, distractor_stats, draw_distractors
 from massshift.formats import format_columns
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import MatchConfig, Matcher, is_correct, normalize
@@ -45,6 +45,7 @@ from massshift.shard import (
     iter_chunks,
     light_columns,
     merge_chunks,
+    pq_columns,
     wait_for_chunks,
     write_chunk,
 )
@@ -318,13 +319,20 @@ def compute_chunks(
     return parts
 
 
-def finish_table(table: pd.DataFrame, label: str, state_config: Any) -> pd.DataFrame:
-    """Label, state columns (``state_config`` already resolved, or resolved on ``table``) and column order."""
+def finish_table(table: pd.DataFrame, label: str, state_config: Any, prior: ValuePrior | None = None) -> pd.DataFrame:
+    """Label, value-prior columns, state columns (``state_config`` already resolved, or resolved on
+    ``table``) and column order. ``prior`` pools the whole table's distractor scores when ``table``
+    is one chunk of it (``write_score_table``); by default ``table``'s own are pooled."""
     from massshift.categories import StateConfig, add_state_columns
 
     table = table.copy()
     table["model"] = label
     table["answers"] = table["answers"].map(list)
+    if prior is None and "distractor_logps" in table.columns:
+        prior = ValuePrior()
+        prior.add(table)
+    if prior is not None:
+        table[list(PRIOR_COLUMNS)] = prior.columns(table)
     table = add_state_columns(table, state_config or StateConfig())
     first = [c for c in SCORE_COLUMNS if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
@@ -409,6 +417,11 @@ def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
     light = pd.concat(list(iter_chunks(plan, light_columns(plan))), ignore_index=True)
     light["model"] = label
     light["answers"] = light["answers"].map(list)
+    prior = None
+    if "distractor_logps" in pq_columns(plan):
+        prior = ValuePrior()
+        for part in iter_chunks(plan, ("question", "relation", "subject", "distractors", "distractor_logps")):
+            prior.add(part)
     resolved = (state_config or StateConfig()).resolve(light)
-    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, resolved))
-    return finish_table(light, label, resolved)
+    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, resolved, prior))
+    return finish_table(light, label, resolved, prior)

@@ -204,10 +204,14 @@ def iter_chunks(plan: ChunkPlan, columns: Sequence[str] | None = None) -> Iterat
         yield read_chunk(plan.path(i), plan.fingerprint, columns)
 
 
+def pq_columns(plan: ChunkPlan) -> list[str]:
+    """The columns of the plan's chunks (read from the first one's schema)."""
+    return pq.read_schema(plan.path(0)).names
+
+
 def light_columns(plan: ChunkPlan) -> list[str]:
     """All columns of the chunks but the heavy per-token and per-distractor lists."""
-    names = pq.read_schema(plan.path(0)).names
-    return [c for c in names if c not in HEAVY_COLUMNS]
+    return [c for c in pq_columns(plan) if c not in HEAVY_COLUMNS]
 
 
 def merge_chunks(plan: ChunkPlan, out: Path, finish: Any) -> int:

@@ -116,3 +116,54 @@ def test_scored_distractors_match_a_plain_forward_pass(tokenizer, tiny_model):
 def test_config_rejects_negative_distractors():
     with pytest.raises(ValueError, match="ScoreConfig.distractors"):
         ScoreConfig(distractors=-1)
+
+
+def _prior_table():
+    """Four facts of one relation; 'Rome' is scored as a distractor for three other subjects."""
+    return pd.DataFrame({
+        "fact_id": ["a", "b", "c", "d"],
+        "question": ["Where was A born?", "Where was B born?", "Where was C born?", "Where was D born?"],
+        "relation": ["birth_city"] * 4,
+        "answers": [["Rome", "Roma"], ["Paris"], ["Oslo"], ["Lima"]],
+        "logp_gold": [-1.0, -2.0, -3.0, -0.5],
+        "distractors": [["Paris", "Oslo"], ["Rome", "Oslo"], ["ROME", "Lima"], ["Roma", "Paris"]],
+        "distractor_logps": [[-4.0, -5.0], [-0.5, -6.0], [-1.0, -7.0], [-3.0, -0.2]],
+    })
+
+
+def test_value_prior_by_hand():
+    from massshift.distractors import ValuePrior, value_prior_columns
+
+    cols = value_prior_columns(_prior_table())
+    # a (Rome, alias Roma): other subjects gave Rome -0.5 (b), -1.0 (c, as "ROME"), Roma -3.0 (d);
+    # logp_gold -1.0 beats -3.0, ties -1.0 (half), loses to -0.5 -> (1 + 0.5) / 3
+    assert cols.loc[0, "prior_n"] == 3 and cols.loc[0, "prior_quantile"] == pytest.approx(1.5 / 3)
+    # b (Paris): scored for a (-4.0) and d (-0.2); gold -2.0 beats one of two
+    assert cols.loc[1, "prior_n"] == 2 and cols.loc[1, "prior_quantile"] == pytest.approx(0.5)
+    # c (Oslo): -5.0 (a), -6.0 (b); gold -3.0 beats both. d (Lima): -7.0 (c); gold beats it
+    assert list(cols["prior_quantile"][2:]) == [1.0, 1.0] and list(cols["prior_n"][2:]) == [2, 1]
+    # fed chunk by chunk, the pool is the same
+    prior = ValuePrior()
+    t = _prior_table()
+    prior.add(t.iloc[:2])
+    prior.add(t.iloc[2:])
+    pd.testing.assert_frame_equal(prior.columns(t), cols)
+
+
+def test_value_prior_rule_of_the_chance_criterion():
+    """Rule 4: a fact passing rules 1-3 is tail-correct only if its gold is subject-specific."""
+    from massshift.categories import MIN_PRIOR, StateConfig, assign_states
+
+    n = MIN_PRIOR + 2
+    rows = pd.DataFrame({
+        "fact_id": ["generic", "specific", "few"], "greedy_correct": [False] * 3, "logp_gold": [-1.0] * 3,
+        "gold_rank": [1.0] * 3, "k_q": [1.0] * 3, "logp_best_distractor": [-3.0] * 3,
+        "logp_median_distractor": [-5.0] * 3, "n_distractors": [20] * 3,
+        "prior_quantile": [0.5, 0.97, 0.1], "prior_n": [n, n, MIN_PRIOR - 1],
+    })
+    states = list(assign_states(rows, StateConfig(criterion="chance")))
+    assert states == ["absent", "tail-correct", "tail-correct"]  # too few prior scores: rules 1-3 decide
+    off = list(assign_states(rows, StateConfig(criterion="chance", chance_specificity=0)))
+    assert off == ["tail-correct"] * 3
+    with pytest.raises(ValueError, match="chance_specificity"):
+        StateConfig(chance_specificity=1.0)
