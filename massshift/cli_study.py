@@ -34,3 +34,29 @@ def countries(
     typer.echo(f"wrote {len(df)} facts to {out} ({counts})")
     for reason, n in df.attrs["dropped"].items():
         typer.echo(f"  dropped {n}: {reason}")
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="The study: smollm2-countries (SmolLM2-135M-Instruct on country facts).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (reused stage by stage when settings match).")],
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and runs (a few minutes on one thread; for tests).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: the cores not already busy).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+) -> None:
+    """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT, compare, tabulate."""
+    from massshift.study import StudyConfig, run_study
+
+    try:
+        cfg = StudyConfig(name=name, seed=seed, quick=quick, threads=threads)
+    except ValueError as err:
+        _fail(str(err))
+    summary = run_study(out, cfg, progress=not no_progress)
+    typer.echo(f"chosen on validation: {summary['choice']['candidate']} "
+               f"(accuracy {summary['choice']['val_accuracy']:.1%})")
+    typer.echo("held-out greedy accuracy with 95% CIs (results.csv):")
+    for row in summary["results"]:
+        typer.echo(f"  {row['method']:>24}: {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+                   f"  relative {row['relative_gain']:+.1%}")
+    typer.echo(f"total {summary['timings_s']['total']:.0f} s; {out / 'results.md'}")

@@ -108,11 +108,12 @@ class DemoConfig:
         object.__setattr__(self, "sft", replace(self.sft or _sft_config(q), seed=self.seed))
 
 
-def _key(obj: Any) -> str:
+def config_key(obj: Any) -> str:
+    """A short stable hash of a stage's settings (the key ``run_stage`` compares)."""
     return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Path:
+def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Path:
     """Run a stage into ``out/name`` unless a finished run with the same key is there."""
     d = out / name
     marker = d / "stage.json"
@@ -151,16 +152,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
 
     def timed(name: str, key: str, fn: Callable[[Path], None]) -> Path:
         t = time.perf_counter()
-        d = _stage(out, name, key, fn)
+        d = run_stage(out, name, key, fn)
         timings[name] = round(time.perf_counter() - t, 1)
         return d
 
-    k_world = _key(cfg.world)
+    k_world = config_key(cfg.world)
     world_dir = timed("world", k_world, lambda d: write_world(build_world(cfg.world), d))
-    k_pre = _key([k_world, cfg.pretrain])
+    k_pre = config_key([k_world, cfg.pretrain])
     pre_dir = timed("pretrain", k_pre, lambda d: pretrain(world_dir, d, cfg.pretrain, progress=progress))
     facts = load_facts(world_dir / "facts.jsonl")
-    k_split = _key([k_world, cfg.test_size, cfg.seed])
+    k_split = config_key([k_world, cfg.test_size, cfg.seed])
 
     def do_split(d: Path) -> None:
         res = split_facts(facts, test_size=cfg.test_size, seed=cfg.seed, group_by="subject")
@@ -180,9 +181,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
                            cache_dir=out / "cache", state_config=states)
 
     base_dir = pre_dir
-    k_grpo = _key([k_pre, k_split, cfg.grpo])
+    k_grpo = config_key([k_pre, k_split, cfg.grpo])
     grpo_dir = timed("grpo", k_grpo, lambda d: _train(train_grpo, base_dir, train, test, d, cfg.grpo, progress))
-    k_sft = _key([k_pre, k_split, cfg.sft])
+    k_sft = config_key([k_pre, k_split, cfg.sft])
     sft_dir = timed("sft", k_sft, lambda d: _train(train_sft, base_dir, train, test, d, cfg.sft, progress))
     t = time.perf_counter()
     base_scores = score(base_dir, "base")
@@ -227,20 +228,29 @@ def _train(fn: Callable[..., Any], base_dir: Path, train: pd.DataFrame, test: pd
 def results_table(base_dir: Path, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
                   cfg: DemoConfig) -> pd.DataFrame:
     """Held-out greedy accuracy (with bootstrap CIs) of the trained models and the base model's baselines."""
-    from massshift.baselines import BaselineConfig, accuracy_table, run_baselines
-    from massshift.models import load_model
+    from massshift.baselines import BaselineConfig
 
-    model, tok, _ = load_model(str(base_dir))
     bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=8, shots=3,
                           seed=cfg.seed)
-    preds = run_baselines(model, tok, test, train, bcfg)
+    return method_results(str(base_dir), train, test, scores, bcfg)
+
+
+def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
+                   bcfg: Any, prompt: Any = None) -> pd.DataFrame:
+    """Accuracy with CIs of each scored model (its ``greedy_correct``) and of the base model's
+    inference-time baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``), on ``test``."""
+    from massshift.baselines import accuracy_table, run_baselines
+    from massshift.models import load_model
+
+    model, tok, _ = load_model(base)
+    preds = run_baselines(model, tok, test, train, bcfg, prompt)
     order = list(test["fact_id"].astype(str))
     correct = {name: table.set_index("fact_id").loc[order, "greedy_correct"].reset_index(drop=True)
                for name, table in scores.items()}
     for method in preds["method"].unique():
         rows = preds[preds["method"] == method].set_index("fact_id")
         correct[f"base, {method}"] = rows.loc[order, "correct"].reset_index(drop=True)
-    return accuracy_table(correct, seed=cfg.seed)
+    return accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

@@ -219,6 +219,8 @@ def _prefix_text(prompt: Any) -> str | None:
         return None
     if getattr(prompt, "self_prefix", False):
         return "self (the model's own greedy lead-in before the first alias or distractor)"
+    if getattr(prompt, "question_prefixes", ()):
+        return f"per question ({len(prompt.question_prefixes)} prefixes, e.g. {prompt.question_prefixes[0][1]!r})"
     if getattr(prompt, "relation_prefixes", ()):
         return "per relation: " + "; ".join(f"{k}: {v!r}" for k, v in prompt.relation_prefixes)
     return repr(prompt.answer_prefix) if getattr(prompt, "answer_prefix", "") else "none"
