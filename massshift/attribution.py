@@ -185,9 +185,49 @@ def zero_signal_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     rows = [dict(r, kind=res["kind"]) for res in results for r in res.get("zero_signal", [])]
     if not rows:
         return pd.DataFrame(columns=["kind", "bucket", "phase", "groups", "zero", "share"])
-    df = pd.DataFrame(rows).groupby(["kind", "bucket", "phase"], sort=False)[["groups", "zero"]].sum().reset_index()
-    df["share"] = df["zero"] / df["groups"].where(df["groups"] > 0)
+    cols = [c for c in ("groups", "zero", "zero_wrong", "zero_right") if c in rows[0]]
+    df = pd.DataFrame(rows).groupby(["kind", "bucket", "phase"], sort=False)[cols].sum(min_count=1).reset_index()
+    groups = df["groups"].where(df["groups"] > 0)
+    df["share"] = df["zero"] / groups
+    if "zero_right" in df:
+        df["share_all_wrong"] = df["zero_wrong"] / groups
+        df["share_all_right"] = df["zero_right"] / groups
     return df
+
+
+def after_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """Training facts after training, per (run kind, training bucket): greedy-correct and accessible shares.
+
+    From each bucket / mixed run's ``after_train`` counts (its own training facts rescored with the
+    trained model); shares are pooled over seeds. ``accessible`` is at least one correct sample.
+    """
+    rows = [dict(r, kind=res["kind"]) for res in results for r in res.get("after_train", [])]
+    if not rows:
+        return pd.DataFrame(columns=["kind", "bucket", "n", "greedy_correct", "accessible"])
+    df = pd.DataFrame(rows).groupby(["kind", "bucket"], sort=False)[["n", "greedy_correct", "accessible"]].sum()
+    df = df.reset_index()
+    df["greedy_share"] = df["greedy_correct"] / df["n"]
+    df["accessible_share"] = df["accessible"] / df["n"]
+    return df
+
+
+def transition_summary(trans: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Held-out facts gained from tail / absent and lost, per (kind, bucket), mean count over seeds."""
+    from massshift.schema import STATES
+
+    greedy, tail, absent = STATES
+    rows = []
+    for name, t in trans.groupby("run", sort=False):
+        c = t.set_index(["base_state", "rl_state"])["count"]
+        rows.append({"run": name, "tail_to_greedy": int(c[(tail, greedy)]), "absent_to_greedy": int(c[(absent, greedy)]),
+                     "greedy_lost": int(c[(greedy, tail)] + c[(greedy, absent)])})
+    df = pd.DataFrame(rows).merge(runs[["name", "kind", "bucket"]], left_on="run", right_on="name")
+    df["bucket"] = df["bucket"].fillna("all")
+    out = df.groupby(["kind", "bucket"], sort=False)[["tail_to_greedy", "absent_to_greedy", "greedy_lost"]].mean()
+    out = out.reset_index()
+    new = out["tail_to_greedy"] + out["absent_to_greedy"]
+    out["share_from_tail"] = out["tail_to_greedy"] / new.where(new > 0)
+    return out
 
 
 def tracin_buckets(scores: pd.DataFrame, specs: list[RunSpec], gains: pd.DataFrame,
@@ -267,7 +307,7 @@ def _fmt(x: Any, pct: bool = True) -> str:
     return f"{100 * x:+.1f}" if pct else f"{x:.3g}"
 
 
-def answer_text(gains: pd.DataFrame, loo: pd.DataFrame, zero: pd.DataFrame) -> str:
+def answer_text(gains: pd.DataFrame, loo: pd.DataFrame, zero: pd.DataFrame, after: pd.DataFrame | None = None) -> str:
     """A few sentences that state what the runs show, from the tables (no claim beyond them)."""
     b = gains[gains["kind"] == "bucket"].sort_values("gain", ascending=False)
     if b.empty:
@@ -284,10 +324,21 @@ def answer_text(gains: pd.DataFrame, loo: pd.DataFrame, zero: pd.DataFrame) -> s
     if len(ina):
         r = ina.iloc[0]
         zs = zero[(zero["kind"] == "bucket") & (zero["bucket"] == "inaccessible")]
-        share = float(zs["zero"].sum() / zs["groups"].sum()) if len(zs) and zs["groups"].sum() else math.nan
-        lines.append(f"Inaccessible facts alone: gain {_fmt(r['gain'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]; "
-                     f"{_fmt(share, False) if math.isnan(share) else f'{100 * share:.1f}%'} of their GRPO groups "
-                     "had zero reward variance (no gradient).")
+        groups = zs["groups"].sum() if len(zs) else 0
+        share = float(zs["zero"].sum() / groups) if groups else math.nan
+        text = (f"Inaccessible facts alone: gain {_fmt(r['gain'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]; "
+                f"{'n/a' if math.isnan(share) else f'{100 * share:.1f}%'} of their GRPO groups had zero reward "
+                "variance (no gradient)")
+        if groups and "zero_right" in zs and zs["zero_right"].notna().all():
+            text += (f": {100 * zs['zero_wrong'].sum() / groups:.1f}% all wrong, "
+                     f"{100 * zs['zero_right'].sum() / groups:.1f}% all right")
+        lines.append(text + ".")
+        if after is not None and len(after):
+            a = after[(after["kind"] == "bucket") & (after["bucket"] == "inaccessible")]
+            if len(a):
+                lines.append(f"After their own run, {100 * a['greedy_share'].iloc[0]:.1f}% of those training facts "
+                             f"were greedy-correct and {100 * a['accessible_share'].iloc[0]:.1f}% accessible: "
+                             "what changes during training is how inaccessible facts get a signal at all.")
     if len(loo):
         lt = loo.sort_values("drop", ascending=False).iloc[0]
         lines.append(f"Leaving out **{lt['bucket']}** costs the mixed run most: {_fmt(lt['drop'])} points "
@@ -306,7 +357,8 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
 
 
 def report_markdown(summary: dict[str, Any], sizes: pd.DataFrame, gains: pd.DataFrame, loo: pd.DataFrame,
-                    zero: pd.DataFrame, tracin: pd.DataFrame | None, corr: dict[str, Any] | None) -> str:
+                    zero: pd.DataFrame, tracin: pd.DataFrame | None, corr: dict[str, Any] | None,
+                    trans_sum: pd.DataFrame | None = None, after: pd.DataFrame | None = None) -> str:
     """report.md of an attribution run."""
     s = summary
     parts = [
@@ -325,9 +377,16 @@ def report_markdown(summary: dict[str, Any], sizes: pd.DataFrame, gains: pd.Data
               _md_table(gains), "", f"Base held-out greedy accuracy: {s['base_accuracy']:.3f}.", "",
               "## Leave one bucket out (drop of the mixed run's gain)", "",
               _md_table(loo) if len(loo) else "not run", "",
+              "## Held-out transitions (mean count over seeds, `logprob` states)", "",
+              _md_table(trans_sum, "{:.1f}") if trans_sum is not None else "n/a", "",
               "## Zero-signal groups (all G completions rewarded alike: zero advantage, zero gradient)", "",
-              "Share per training bucket, first and second half of each run's steps.", "",
-              _md_table(zero) if len(zero) else "not logged", ""]
+              "Share per training bucket, first and second half of each run's steps; `all_wrong` groups are "
+              "the ones that cannot teach, `all_right` ones have nothing left to learn.", "",
+              _md_table(zero) if len(zero) else "not logged", "",
+              "## Training facts after training (their own run's model, rescored)", "",
+              f"Greedy-correct and accessible (at least one correct of {s.get('after_samples')} samples) shares of "
+              "each run's training facts, pooled over seeds.", "",
+              _md_table(after) if after is not None and len(after) else "not measured", ""]
     if tracin is not None and corr is not None:
         parts += ["## TracIn-style per-example scores", "",
                   "Sum over each seed's bucket sample of <grad of the fact's GRPO objective on its sampled group, "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import pandas as pd
 from massshift.attribution import (
     BucketBounds,
     RunSpec,
+    after_table,
     answer_text,
     assign_buckets,
     bucket_sizes,
@@ -44,6 +46,7 @@ from massshift.attribution import (
     report_markdown,
     stable_seed,
     tracin_buckets,
+    transition_summary,
     zero_signal_table,
 )
 from massshift.attribution_tracin import TracInConfig
@@ -78,6 +81,8 @@ class AttributionConfig:
         test_limit: held-out facts used (0: all; else a seeded sample).
         score_batch_size: teacher-forcing rows per pass (does not change numbers).
         keep_models: keep every run's ``final/`` (by default only mixed runs keep it).
+        after_samples: samples per training fact when bucket and mixed runs rescore their own
+            training facts after training (0: skip).
     """
 
     n_samples: int = 128
@@ -93,6 +98,7 @@ class AttributionConfig:
     test_limit: int = 0
     score_batch_size: int = 256
     keep_models: bool = False
+    after_samples: int = 32
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -111,7 +117,7 @@ class AttributionConfig:
         return cls(n_samples=32, sample_size=12, min_bucket=4, seeds=(0, 1),
                    grpo=GRPOConfig(steps=6, batch_size=8, num_generations=4, lr=3e-4, max_new_tokens=8,
                                    save_every=0, eval_every=0),
-                   tracin=TracInConfig(dim=256, max_test=48), test_limit=120)
+                   tracin=TracInConfig(dim=256, max_test=48), test_limit=120, after_samples=8)
 
 
 def _score_config(cfg: AttributionConfig, n_samples: int) -> Any:
@@ -132,22 +138,33 @@ def _state_config() -> Any:
 
 def _zero_signal_counts(log: pd.DataFrame, train: pd.DataFrame, bucket_of: dict[str, str], grpo: GRPOConfig
                         ) -> list[dict[str, Any]]:
-    """Groups and zero-variance groups per (training bucket, half of the run), from ``zero_var_fact_ids``."""
+    """Groups and zero-variance groups per (training bucket, half of the run), from ``zero_var_fact_ids``.
+
+    ``zero`` splits into ``zero_wrong`` (every completion rewarded 0 or less) and ``zero_right`` (every
+    completion rewarded, e.g. all correct) when the log has ``zero_var_rewards``.
+    """
     from massshift.train.common import batch_indices
 
     if "zero_var_fact_ids" not in log.columns:
         return []
     ids = list(train["fact_id"].astype(str))
     counts: dict[tuple[str, str], list[int]] = {}
+    has_rewards = "zero_var_rewards" in log.columns
     for _, row in log.dropna(subset=["reward_mean"]).iterrows():
         s = int(row["step"]) - 1
         phase = "first half" if s < grpo.steps / 2 else "second half"
-        zero = set(row["zero_var_fact_ids"] or [])
+        zero_ids = list(row["zero_var_fact_ids"] or [])
+        zero_r = list(row["zero_var_rewards"] or []) if has_rewards else [math.nan] * len(zero_ids)
+        zero = dict(zip(zero_ids, zero_r))
         for i in batch_indices(len(ids), grpo.batch_size, grpo.seed, s):
-            c = counts.setdefault((bucket_of[ids[i]], phase), [0, 0])
+            c = counts.setdefault((bucket_of[ids[i]], phase), [0, 0, 0])
             c[0] += 1
-            c[1] += ids[i] in zero
-    return [{"bucket": b, "phase": p, "groups": g, "zero": z} for (b, p), (g, z) in sorted(counts.items())]
+            if ids[i] in zero:
+                c[1] += 1
+                c[2] += bool(zero[ids[i]] > 0)
+    return [{"bucket": b, "phase": p, "groups": g, "zero": z,
+             "zero_wrong": z - r if has_rewards else None, "zero_right": r if has_rewards else None}
+            for (b, p), (g, z, r) in sorted(counts.items())]
 
 
 def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, base_test: pd.DataFrame,
@@ -172,6 +189,13 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
     by_id = train.set_index("fact_id")
     facts = by_id.loc[list(spec.fact_ids)].reset_index()
     res = train_grpo(model, tok, facts, d, grpo)
+    after = []
+    if spec.kind in ("bucket", "mixed") and cfg.after_samples:
+        own = score_facts(res.model, tok, facts, _score_config(cfg, cfg.after_samples), label="after",
+                          state_config=_state_config())
+        for bucket, grp in own.groupby(own["fact_id"].map(bucket_of), sort=False):
+            after.append({"bucket": bucket, "n": len(grp), "greedy_correct": int(grp["greedy_correct"].sum()),
+                          "accessible": int((grp["n_correct"] > 0).sum())})
     scores = score_facts(res.model, tok, test, _score_config(cfg, 0), label="rl", state_config=_state_config())
     write_parquet(d / "test_scores.parquet", scores[["fact_id", "greedy", "greedy_correct", "logp_gold", "state"]])
     merged = merge_models(base_test, scores)
@@ -187,7 +211,7 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
         "gain_lo": acc["gain"]["absolute"]["ci"][0], "gain_hi": acc["gain"]["absolute"]["ci"][1],
         "zero_var_share": float(log["zero_var_share"].mean()), "reward_first5": float(log["reward_mean"].head(5).mean()),
         "reward_last5": float(log["reward_mean"].tail(5).mean()),
-        "zero_signal": _zero_signal_counts(res.log, facts, bucket_of, grpo),
+        "zero_signal": _zero_signal_counts(res.log, facts, bucket_of, grpo), "after_train": after,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if not cfg.keep_models and spec.kind != "mixed":
@@ -247,14 +271,16 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
         for spec in specs:
             results.append(run_one(spec, base, train, test, base_test, bucket_of, out, cfg, base_key))
             adv(1)
-    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "key")} for r in results])
+    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "after_train", "key")}
+                         for r in results])
     write_csv(out / "runs.csv", runs)
     trans = pd.concat([pd.read_csv(out / "runs" / r["name"] / "transitions.csv").assign(run=r["name"])
                        for r in results], ignore_index=True)
     write_csv(out / "transitions.csv", trans)
     gains, loo = gain_table(runs), loo_table(runs)
-    zero = zero_signal_table(results)
-    for name, df in (("gains", gains), ("loo", loo), ("zero_signal", zero)):
+    zero, after, trans_sum = zero_signal_table(results), after_table(results), transition_summary(trans, runs)
+    for name, df in (("gains", gains), ("loo", loo), ("zero_signal", zero), ("train_after", after),
+                     ("transition_summary", trans_sum)):
         write_csv(out / f"{name}.csv", df)
 
     # per-example scores at each checkpoint, summed (TracIn-CP with equal step sizes)
@@ -300,12 +326,14 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
         "bucket_sizes": dict(zip(sizes["bucket"], map(int, sizes["n"]))), "grpo": cfg.grpo.to_dict(),
         "eps": _state_config().threshold, "base_accuracy": float(base_test["greedy_correct"].mean()),
         "gains": gains.to_dict(orient="records"), "loo": loo.to_dict(orient="records"),
-        "zero_signal": zero.to_dict(orient="records"), "spearman": corr,
+        "zero_signal": zero.to_dict(orient="records"), "train_after": after.to_dict(orient="records"),
+        "after_samples": cfg.after_samples, "transition_summary": trans_sum.to_dict(orient="records"),
+        "spearman": corr,
         "tracin_dim": cfg.tracin.dim, "tracin_projection_pearson": pearson.get("base"),
         "tracin_projection_pearson_by_checkpoint": pearson,
-        "answer": answer_text(gains, loo, zero), "threads": n_threads,
+        "answer": answer_text(gains, loo, zero, after), "threads": n_threads,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json(out / "summary.json", summary)
-    write_text(out / "report.md", report_markdown(summary, sizes, gains, loo, zero, tb, corr))
+    write_text(out / "report.md", report_markdown(summary, sizes, gains, loo, zero, tb, corr, trans_sum, after))
     return summary

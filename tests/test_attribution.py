@@ -126,17 +126,22 @@ def test_zero_signal_counts_split_by_bucket_and_half():
     of = {"a": "rare", "b": "rare", "c": "inaccessible", "d": "medium"}
     cfg = GRPOConfig(steps=4, batch_size=2, seed=3)
     log = pd.DataFrame([{"step": 0, "eval_accuracy": 0.1}] + [
-        {"step": s + 1, "reward_mean": 0.5, "zero_var_fact_ids": ["c"] if s < 2 else ["c", "a"]} for s in range(4)])
-    out = {(r["bucket"], r["phase"]): (r["groups"], r["zero"]) for r in _zero_signal_counts(log, train, of, cfg)}
+        {"step": s + 1, "reward_mean": 0.5, "zero_var_fact_ids": ["c"] if s < 2 else ["c", "a"],
+         "zero_var_rewards": [0.0] if s < 2 else [0.0, 1.0]} for s in range(4)])
+    out = {(r["bucket"], r["phase"]): (r["groups"], r["zero"], r["zero_right"])
+           for r in _zero_signal_counts(log, train, of, cfg)}
     expected: dict = {}
     for s in range(4):
         phase = "first half" if s < 2 else "second half"
         for i in batch_indices(4, 2, 3, s):
             fid = train["fact_id"][i]
-            g, z = expected.get((of[fid], phase), (0, 0))
-            expected[(of[fid], phase)] = (g + 1, z + (fid == "c" or (fid == "a" and s >= 2)))
+            g, z, right = expected.get((of[fid], phase), (0, 0, 0))
+            solved = fid == "a" and s >= 2  # all right: zero variance, reward 1
+            expected[(of[fid], phase)] = (g + 1, z + (fid == "c" or solved), right + solved)
     assert out == expected
-    assert sum(g for g, _ in out.values()) == 8
+    assert sum(g for g, _, _ in out.values()) == 8
+    old_log = log.drop(columns=["zero_var_rewards"])  # logs written before zero_var_rewards existed
+    assert all(r["zero_right"] is None for r in _zero_signal_counts(old_log, train, of, cfg))
 
 
 # --- TracIn ------------------------------------------------------------------------------------

@@ -321,6 +321,7 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: An
         "zero_var_share": float((r.std(dim=1) == 0).float().mean()),
         # which questions gave no signal (attribution.py splits the share by accessibility bucket)
         "zero_var_fact_ids": [f for f, z in zip(ro.fact_ids, (r.std(dim=1) == 0).tolist()) if z],
+        "zero_var_rewards": [float(v) for v, z in zip(r[:, 0].tolist(), (r.std(dim=1) == 0).tolist()) if z],
         "greedy_reward": sum(greedy) / len(greedy),
         "kl": kl_ref / n_tokens if config.beta > 0 else None,
         "kl_old": kl_old / (n_tokens * passes_after_first) if passes_after_first else None,
