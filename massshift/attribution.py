@@ -366,7 +366,8 @@ def report_markdown(summary: dict[str, Any], sizes: pd.DataFrame, gains: pd.Data
         f"Base `{s['base']}`; {s['n_train']} training facts bucketed by {s['n_samples']} base samples; "
         f"{s['n_test']} held-out facts; seeds {s['seeds']}; {s['per_bucket']} facts per bucket per run; "
         f"GRPO {s['grpo']['steps']} steps x {s['grpo']['batch_size']} questions x {s['grpo']['num_generations']} "
-        f"samples, lr {s['grpo']['lr']}. Held-out states use the `logprob` criterion (eps = {s['eps']:.4f}). "
+        f"samples, lr {s['grpo']['lr']}; `{s['grpo']['match_mode']}` matching"
+        f"{', chat template' if (s.get('prompt') or {}).get('chat') else ''}. Held-out states use the `logprob` criterion (eps = {s['eps']:.4f}). "
         f"Wall time {s['seconds']:.0f} s.", "",
         "## Answer", "", s["answer"], "",
         "## Bucket sizes (training facts)", "", _md_table(sizes), "",

@@ -51,6 +51,7 @@ from massshift.attribution import (
 )
 from massshift.attribution_tracin import TracInConfig
 from massshift.progress import progress_bar
+from massshift.prompts import PromptConfig
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.train.grpo import GRPOConfig
 
@@ -83,6 +84,8 @@ class AttributionConfig:
         keep_models: keep every run's ``final/`` (by default only mixed runs keep it).
         after_samples: samples per training fact when bucket and mixed runs rescore their own
             training facts after training (0: skip).
+        prompt: the prompt of every scoring, training and gradient (``prompts.PromptConfig``); the
+            matcher is ``grpo.match_mode`` / ``grpo.max_words`` everywhere (reward and scoring alike).
     """
 
     n_samples: int = 128
@@ -99,6 +102,7 @@ class AttributionConfig:
     score_batch_size: int = 256
     keep_models: bool = False
     after_samples: int = 32
+    prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -125,7 +129,7 @@ def _score_config(cfg: AttributionConfig, n_samples: int) -> Any:
     from massshift.score_table import ScoreConfig
     from massshift.scoring import ScoringConfig
 
-    return ScoreConfig(generation=GenerationConfig(n_samples=n_samples, temperature=cfg.grpo.temperature,
+    return ScoreConfig(prompt=cfg.prompt, match=cfg.grpo.match_config(cfg.prompt.terminator), generation=GenerationConfig(n_samples=n_samples, temperature=cfg.grpo.temperature,
                                                    max_new_tokens=cfg.grpo.max_new_tokens, seed=cfg.seed),
                        scoring=ScoringConfig(batch_size=cfg.score_batch_size))
 
@@ -179,7 +183,8 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
 
     d = out / "runs" / spec.name
     grpo = dataclasses.replace(cfg.grpo, seed=spec.seed)
-    key = stable_seed(dump([base_key, grpo.to_dict(), spec.fact_ids, list(test["fact_id"]), cfg.score_batch_size]))
+    key = stable_seed(dump([base_key, grpo.to_dict(), spec.fact_ids, list(test["fact_id"]), cfg.score_batch_size,
+                            *([cfg.prompt.to_dict()] if cfg.prompt != PromptConfig() else [])]))
     done = d / "result.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         logger.info("%s: finished earlier, reusing %s", spec.name, done)
@@ -188,7 +193,7 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
     model, tok, _ = load_model(base)
     by_id = train.set_index("fact_id")
     facts = by_id.loc[list(spec.fact_ids)].reset_index()
-    res = train_grpo(model, tok, facts, d, grpo)
+    res = train_grpo(model, tok, facts, d, grpo, prompt=cfg.prompt)
     after = []
     if spec.kind in ("bucket", "mixed") and cfg.after_samples:
         own = score_facts(res.model, tok, facts, _score_config(cfg, cfg.after_samples), label="after",
@@ -295,7 +300,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
             continue
         m, t, _ = load_model(path)
         with progress_bar(len(pool), f"TracIn at {ck}", enabled=progress) as adv:
-            res = tracin_scores(m, t, pool, test, cfg.grpo, cfg.tracin, on_facts=adv)
+            res = tracin_scores(m, t, pool, test, cfg.grpo, cfg.tracin, prompt=cfg.prompt, on_facts=adv)
         sc = res.scores.set_index("fact_id").loc[tracin["fact_id"]].reset_index()
         tracin[f"score_{ck}"] = sc["score"].to_numpy()
         tracin[f"proj_{ck}"] = sc["score_proj"].to_numpy()
@@ -321,7 +326,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     save_figure(fig, out / "figures", "attribution")
     summary = {
         "base": base, "n_train": len(train), "n_test": len(test), "n_samples": cfg.n_samples,
-        "seeds": list(cfg.seeds), "per_bucket": plan["per_bucket"], "used_buckets": plan["used_buckets"],
+        "seeds": list(cfg.seeds), "prompt": cfg.prompt.to_dict(), "match_mode": cfg.grpo.match_mode, "per_bucket": plan["per_bucket"], "used_buckets": plan["used_buckets"],
         "skipped_buckets": plan["skipped_buckets"], "min_bucket": cfg.min_bucket,
         "bucket_sizes": dict(zip(sizes["bucket"], map(int, sizes["n"]))), "grpo": cfg.grpo.to_dict(),
         "eps": _state_config().threshold, "base_accuracy": float(base_test["greedy_correct"].mean()),

@@ -40,6 +40,9 @@ def attribute(
     tracin_dim: Annotated[int | None, typer.Option("--tracin-dim", help="Count-sketch dimension (0: exact scores only).")] = None,
     tracin_params: Annotated[str | None, typer.Option("--tracin-params", help="all, last:N or trainable.")] = None,
     test_limit: Annotated[int | None, typer.Option("--test-limit", help="Use a seeded sample of this many held-out facts (0: all).")] = None,
+    match: Annotated[str | None, typer.Option("--match", help="exact (default) or contains, for reward and scoring.")] = None,
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer's chat template.")] = False,
+    instruction: Annotated[str, typer.Option(help="With --chat: a line before the question.")] = "",
     threads: Threads = None, no_progress: NoProgress = False,
 ) -> None:
     """Accessibility buckets, GRPO on each bucket / all / all-but-one, per-example TracIn scores, report."""
@@ -47,17 +50,19 @@ def attribute(
 
     from massshift.attribution import BucketBounds
     from massshift.attribution_runs import AttributionConfig, run_attribution
+    from massshift.prompts import PromptConfig
 
     try:
         cfg = AttributionConfig.quick() if quick else AttributionConfig()
-        grpo = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+        grpo = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr, "match_mode": match}.items()
+                if v is not None}
         tracin = {k: v for k, v in {"dim": tracin_dim, "params": tracin_params}.items() if v is not None}
         top = {k: v for k, v in {"n_samples": samples, "sample_size": sample_size, "min_bucket": min_bucket,
                                  "test_limit": test_limit}.items() if v is not None}
         cfg = dataclasses.replace(
             cfg, **top, bounds=BucketBounds(rare_max, medium_max), leave_one_out=not no_loo,
             seeds=_seeds(seeds) if seeds else cfg.seeds, grpo=dataclasses.replace(cfg.grpo, **grpo),
-            tracin=dataclasses.replace(cfg.tracin, **tracin))
+            tracin=dataclasses.replace(cfg.tracin, **tracin), prompt=PromptConfig(chat=chat, instruction=instruction))
     except ValueError as err:
         _fail(str(err))
     train_facts, test_facts = _load_facts_or_fail(train), _load_facts_or_fail(test)

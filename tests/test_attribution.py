@@ -314,3 +314,15 @@ def test_quick_attribution_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     assert time.perf_counter() - t0 < first
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs)
+
+
+def test_score_config_carries_the_prompt_and_the_training_matcher():
+    from massshift.attribution_runs import AttributionConfig, _score_config
+    from massshift.prompts import PromptConfig
+    from massshift.train.grpo import GRPOConfig
+
+    cfg = AttributionConfig(prompt=PromptConfig(chat=True, instruction="Answer briefly."),
+                            grpo=GRPOConfig(match_mode="contains", max_words=5, max_new_tokens=7, temperature=0.7))
+    sc = _score_config(cfg, 5)
+    assert sc.prompt == cfg.prompt and sc.match.mode == "contains" and sc.match.max_words == 5
+    assert (sc.generation.n_samples, sc.generation.max_new_tokens, sc.generation.temperature) == (5, 7, 0.7)
