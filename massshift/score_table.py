@@ -31,19 +31,18 @@ from typing import Any
 import pandas as pd
 
 from massshift.distractors import PRIOR_COLUMNS, ValuePrior, distractor_stats, draw_distractors
-from massshift.formats import format_columns
+from massshift.formats import FORMAT_COLUMNS, format_columns
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import MatchConfig, Matcher, is_correct, normalize
 from massshift.prefill import self_prefixes
 from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
 from massshift.rundir import cache_root, write_json
-from massshift.schema import FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
+from massshift.schema import DISTRACTOR_COLUMNS, FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
 from massshift.scoring import AliasScores, ScoringConfig, score_items
 from massshift.shard import (
     ChunkPlan,
     Shard,
     iter_chunks,
-    light_columns,
     merge_chunks,
     pq_columns,
     wait_for_chunks,
@@ -402,11 +401,28 @@ def load_chunks(plan: ChunkPlan, label: str, state_config: Any = None) -> pd.Dat
     return finish_table(pd.concat(list(iter_chunks(plan)), ignore_index=True), label, state_config)
 
 
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "fact_id", "question", "answers", "greedy", "greedy_correct", "logp_gold", "n_samples", "n_correct",
+    "answer_prefix",
+    *FACT_COLUMNS_OPTIONAL, *FORMAT_COLUMNS, *DISTRACTOR_COLUMNS,
+)
+"""What resolving ``auto``, the states and the format summary read: no sample lists,
+per-token or per-distractor lists, so holding them for every fact stays small."""
+
+
+def summary_columns(plan: ChunkPlan) -> list[str]:
+    """``SUMMARY_COLUMNS`` present in the chunks; with the raw sample and distractor lists when the
+    chunks predate the format columns (the format summary is then computed from them)."""
+    have = set(pq_columns(plan))
+    extra = () if all(c in have for c in FORMAT_COLUMNS) else ("sample_answers", "distractors")
+    return [c for c in (*SUMMARY_COLUMNS, *extra) if c in have]
+
+
 def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
                       state_config: Any = None) -> pd.DataFrame:
     """Write the score table to ``out`` from the plan's chunks, one row group per chunk, so memory
-    does not grow with the number of facts; returns the table's light columns (no per-token or
-    per-distractor lists), states included, for summaries.
+    does not grow with the number of facts; returns the table's ``SUMMARY_COLUMNS``, states
+    included, for summaries.
 
     ``auto`` states are resolved once on the light columns of every chunk, then each chunk is
     finished with that one resolved criterion, so the file equals ``score_facts``'s table.
@@ -414,7 +430,7 @@ def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
     from massshift.categories import StateConfig
 
     wait_for_chunks(plan)
-    light = pd.concat(list(iter_chunks(plan, light_columns(plan))), ignore_index=True)
+    light = pd.concat(list(iter_chunks(plan, summary_columns(plan))), ignore_index=True)
     light["model"] = label
     light["answers"] = light["answers"].map(list)
     prior = None

@@ -11,7 +11,7 @@ fingerprint in its parquet metadata. That one layout serves three needs:
   whichever process runs it, so the merged table equals a one-process run row for row,
   and a rerun after a process died computes only the chunks that are missing;
 - flat memory: ``merge_chunks`` writes ``scores.parquet`` one row group per chunk,
-  never holding the whole table (states are resolved first from the light columns).
+  never holding the whole table (states are resolved first from a few columns of every chunk).
 
 Merging refuses a chunk stamped with another fingerprint and names it. Chunks from
 before the stamp existed (no metadata) are accepted: their folder name is the
@@ -37,8 +37,6 @@ from massshift.rundir import atomic_path
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = b"massshift_fingerprint"
-# columns of a score table that the state criteria and format diagnostics never read
-HEAVY_COLUMNS = ("token_logps", "distractors", "distractor_logps")
 
 
 class ShardError(RuntimeError):
@@ -207,11 +205,6 @@ def iter_chunks(plan: ChunkPlan, columns: Sequence[str] | None = None) -> Iterat
 def pq_columns(plan: ChunkPlan) -> list[str]:
     """The columns of the plan's chunks (read from the first one's schema)."""
     return pq.read_schema(plan.path(0)).names
-
-
-def light_columns(plan: ChunkPlan) -> list[str]:
-    """All columns of the chunks but the heavy per-token and per-distractor lists."""
-    return [c for c in pq_columns(plan) if c not in HEAVY_COLUMNS]
 
 
 def merge_chunks(plan: ChunkPlan, out: Path, finish: Any) -> int:
