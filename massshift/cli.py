@@ -7,6 +7,7 @@ is instant. Logging and progress bars are set up here, once.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,8 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "fontTools", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # transformers' own "Loading weights" bars (read when it is first imported); massshift draws its own
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @app.callback()
