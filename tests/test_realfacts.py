@@ -91,3 +91,8 @@ def test_cli_writes_loadable_facts(tmp_path):
     assert f"wrote {len(df)} facts" in res.output and "answer inside the question" in res.output
     bad = CliRunner().invoke(app, ["facts", "countries", "--out", str(tmp_path / "x.csv")])
     assert bad.exit_code == 2 and ".jsonl" in bad.output
+
+
+def test_study_cli_rejects_an_unknown_study(tmp_path):
+    res = CliRunner().invoke(app, ["study", "gemma-countries", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "unknown study 'gemma-countries'" in res.output

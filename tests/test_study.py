@@ -1,5 +1,6 @@
-"""The SmolLM2 country study, --quick (slow: a few minutes on one thread). Asserts only what must hold
-whatever the science says: the files exist and the numbers agree with each other."""
+"""The SmolLM2 country study: the split and candidates (fast), and --quick end to end (slow: 11 min on one
+thread of a busy 2-core machine). The slow test asserts only what must hold whatever the science says: the
+files exist and the numbers agree with each other."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import pytest
 from massshift.facts import load_facts
 from massshift.split import verify_disjoint
 from massshift.study import StudyConfig, prompt_candidates, relation_values, split_study_facts
-
-pytestmark = pytest.mark.slow
 
 
 def test_split_sizes_and_disjoint():
@@ -51,6 +50,7 @@ def quick_run(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_quick_study_files_and_consistency(quick_run):
     out, summary = quick_run
     for name in ("config.yaml", "env.json", "summary.json", "results.csv", "results.md", "selection.csv",
