@@ -177,3 +177,18 @@ def test_question_prefixes_reach_every_prompt_builder(tokenizer):
     assert tokenizer.decode(ids).endswith("A: The capital of Cuba is")
     other = PromptConfig(question_prefixes=((CUBA, "Cuba's capital is"),))
     assert cfg.to_dict()["question_prefixes"]["sha256"] != other.to_dict()["question_prefixes"]["sha256"]
+
+
+def test_compare_report_states_formats_warning_and_criterion(tmp_path):
+    from massshift.report import CompareConfig, write_compare_report
+
+    base = _table(["The capital of Cuba is Havana."] * 2 + ["Cuba is an island in the Caribbean."] * 2, [-8.0] * 4)
+    rl = _table(["Havana."] * 3 + ["Cuba is an island in the Caribbean."], [-8.0] * 3 + [-9.0])
+    summary = write_compare_report(base, rl, tmp_path, CompareConfig(n_boot=50), figures=False)
+    assert summary["criterion"] == "sampling"
+    fm = summary["formats"]
+    assert fm["base"]["greedy"]["sentence"] == 1.0 and fm["rl"]["greedy"]["bare"] == 0.75
+    assert fm["shift"]["greedy_bare"] == pytest.approx(0.75)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Answer format" in text and "auto is sampling" in text and "**warning (base)**" in text
+    assert "format shift base" in text and "knowledge shift: greedy accuracy +25.0 points" in text
