@@ -261,7 +261,9 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
         return d
 
     facts = country_facts()
-    k_split = config_key([len(facts), cfg.seed, cfg.n_test, cfg.n_val, cfg.n_train])
+    # the facts' content is in the key: a changed alias table must not reuse a stale split
+    k_split = config_key([facts[["fact_id", "question", "answers"]].to_dict("records"), cfg.seed, cfg.n_test,
+                          cfg.n_val, cfg.n_train])
 
     def do_split(d: Path) -> None:
         parts = split_study_facts(facts, cfg)
