@@ -276,7 +276,7 @@ def plot_attribution(sizes: pd.DataFrame, gains: pd.DataFrame, runs: pd.DataFram
         ax_n.set_xticks(range(len(sizes)), list(sizes["bucket"]), rotation=30, ha="right", fontsize=6)
         ax_n.set(ylabel="training facts", title="bucket sizes (base, n samples)")
         bars = gains[gains["kind"].isin(["bucket", "mixed"])].reset_index(drop=True)
-        labels = [b if k == "bucket" else "mixed" for k, b in zip(bars["kind"], bars["bucket"])]
+        labels = [b if k == "bucket" else "all mixed" for k, b in zip(bars["kind"], bars["bucket"])]
         colors = [BUCKET_COLORS.get(b, "#333333") if k == "bucket" else "#333333"
                   for k, b in zip(bars["kind"], bars["bucket"])]
         _bars_with_ci(ax_g, labels, bars["gain"], bars["ci_lo"], bars["ci_hi"], colors)
@@ -398,8 +398,10 @@ def report_markdown(summary: dict[str, Any], sizes: pd.DataFrame, gains: pd.Data
                   "\n".join(f"- `{k}`: {_fmt(v, False)}" for k, v in corr.items() if k != "n_buckets"), "",
                   f"Exact vs projected (count sketch, dim {s.get('tracin_dim')}) scores, Pearson over facts: "
                   f"{_fmt(s.get('tracin_projection_pearson'), False)}.", ""]
-    parts += ["Files: `buckets.csv`, `runs.csv`, `gains.csv`, `loo.csv`, `zero_signal.csv`, `transitions.csv`, "
-              "`tracin.parquet`, `tracin_buckets.csv`, `figures/attribution.png`, `summary.json`.", ""]
+    parts += ["Files: `buckets.csv`, `bucket_sizes.csv`, `runs.csv`, `gains.csv`, `loo.csv`, `zero_signal.csv`, "
+              "`train_after.csv`, `transitions.csv` (every run's matrix with bootstrap CIs), `transition_summary.csv`, "
+              "`tracin.parquet`, `tracin_buckets.csv`, `figures/attribution.png`, `summary.json`; one GRPO run "
+              "directory per run under `runs/`.", ""]
     return "\n".join(parts)
 
 
