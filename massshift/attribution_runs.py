@@ -228,7 +228,10 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
 def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFrame, out: str | Path,
                     config: AttributionConfig | None = None, progress: bool | None = None,
                     threads: int | None = None) -> dict[str, Any]:
-    """The whole study into ``out`` (see the module docstring); returns the summary."""
+    """The whole study into ``out`` (see the module docstring); returns the summary.
+
+    ``summary["seconds"]`` is this call's wall time: a resumed study reports only what it ran.
+    """
     import numpy as np
 
     from massshift.attribution_tracin import tracin_scores
