@@ -179,13 +179,22 @@ def auto_criterion(config: StateConfig, *tables: pd.DataFrame) -> tuple[str, str
     from massshift.formats import format_summary  # analysis module, no torch
 
     chance = bool(tables) and all(has_distractors(t) for t in tables)
+    needed = ("answers", "greedy", "greedy_correct", "logp_gold")
+    if not tables or not all(all(c in t.columns for c in needed) and len(t) for t in tables):
+        return decide_auto(config, [], chance, False)
+    summaries = [format_summary(t, config.threshold) for t in tables]
+    return decide_auto(config, summaries, chance, all(has_samples(t) for t in tables))
+
+
+def decide_auto(config: StateConfig, summaries: list[dict], chance: bool, sampled: bool) -> tuple[str, str]:
+    """``auto_criterion`` from the tables' format summaries (``formats.format_summary``, or a
+    ``FormatTally`` fed chunk by chunk), whether every table has distractor columns (``chance``)
+    and whether every fact of every table has samples (``sampled``); no summaries: no format check."""
     default = "chance" if chance else "logprob"
     base_reason = ("distractors were scored for every table" if chance else "no distractor columns") + \
         f", so auto is {default}"
-    needed = ("answers", "greedy", "greedy_correct", "logp_gold")
-    if not tables or not all(all(c in t.columns for c in needed) and len(t) for t in tables):
+    if not summaries:
         return default, base_reason
-    summaries = [format_summary(t, config.threshold) for t in tables]
     warned = [s for s in summaries if s.get("warning")]
     if not warned:
         return default, base_reason + " (the format diagnostics raised no warning)"
@@ -193,7 +202,7 @@ def auto_criterion(config: StateConfig, *tables: pd.DataFrame) -> tuple[str, str
     if prefixed and chance:
         return "chance", ("the format warning fired under an answer prefix with distractors scored, so auto is "
                           "chance (gold and distractors are scored in the same place)")
-    if all(has_samples(t) for t in tables):
+    if sampled:
         return "sampling", ("the format warning fired (the scored continuation is not where the model puts its "
                             "mass), so auto is sampling instead of " + default)
     logger.warning("the format warning fired but some table has no samples; auto stays %s", default)

@@ -154,7 +154,8 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
 
     Under ``accelerate launch`` every process scores its shard of the chunks into the cache; the
     main process then merges them and the others get a None table. With ``out_table`` the table
-    is streamed to that parquet file chunk by chunk and only its light columns are returned.
+    is streamed to that parquet file chunk by chunk and its summary is returned instead
+    (``score_table.write_score_table``: n_facts, accuracy, formats, criterion).
     """
     import gc
 
@@ -181,16 +182,17 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     launch.wait()
     if not launch.shard.is_main:
         return None, info, tok
+    from massshift.formats import format_line, format_summary
+
     try:
         if out_table is not None:
             table = write_score_table(plan, out_table, label, state_config)
+            formats = table["formats"]
         else:
             table = load_chunks(plan, label, state_config)
+            formats = format_summary(table, state_config.threshold)
     except ShardError as err:
         _fail(str(err))
-    from massshift.formats import format_line, format_summary
-
-    formats = format_summary(table, state_config.threshold)
     logger.info("answer format, %s", format_line(label, formats))
     if formats.get("warning"):
         logger.warning("%s: %s", label, formats["warning"])
@@ -244,8 +246,8 @@ def score(
     from massshift.rundir import write_json
 
     write_json(out / "model_info.json", info)
-    acc = table["greedy_correct"].mean()
-    typer.echo(f"{out / 'scores.parquet'}: {len(table)} facts, greedy accuracy {acc:.3f}")
+    typer.echo(f"{out / 'scores.parquet'}: {table['n_facts']} facts, greedy accuracy {table['accuracy']:.3f} "
+               f"(states: {table['criterion']})")
 
 
 @app.command()

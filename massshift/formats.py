@@ -108,42 +108,73 @@ def format_columns(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=table.index)
 
 
+class FormatTally:
+    """:func:`format_summary` over a table fed in chunks: the same numbers as on the whole table,
+    holding only counts and the log-probs of greedy-correct facts (for their median)."""
+
+    def __init__(self) -> None:
+        self.n = self.begins = self.n_gc = self.prefixed = self.n_parsed = self.n_s_words = self.n_s_begins = 0
+        self.greedy = dict.fromkeys(FORMATS, 0)
+        self.sampled = dict.fromkeys(FORMATS, 0.0)
+        self.words = self.s_words = self.s_begins = 0.0
+        self.gc_logps: list[float] = []
+
+    def add(self, table: pd.DataFrame) -> None:
+        """Count one chunk (format columns computed if missing)."""
+        ready = "greedy_format" in table.columns and bool(table["greedy_format"].notna().all())
+        if ready:
+            cols = table
+        else:  # tables from older caches lack the columns, or have them for some chunks only
+            cols = pd.concat([table.drop(columns=[c for c in FORMAT_COLUMNS if c in table.columns]),
+                              format_columns(table)], axis=1)
+        self.n += len(cols)
+        for f in FORMATS:
+            self.greedy[f] += int((cols["greedy_format"] == f).sum())
+        for text in cols["sample_format_shares"]:
+            if isinstance(text, str) and text:
+                shares = json.loads(text)
+                self.n_parsed += 1
+                for f in FORMATS:
+                    self.sampled[f] += shares[f]
+        self.words += float(cols["greedy_words"].sum())
+        self.begins += int(cols["greedy_begins_span"].astype(bool).sum())
+        for attr, col in (("s_words", "sample_words"), ("s_begins", "sample_begins_span")):
+            values = cols[col].to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            setattr(self, attr, getattr(self, attr) + float(values.sum()))
+            setattr(self, f"n_{attr}", getattr(self, f"n_{attr}") + len(values))
+        gc = cols["greedy_correct"].astype(bool).to_numpy()
+        self.n_gc += int(gc.sum())
+        logps = cols.loc[gc, "logp_gold"].to_numpy(dtype=float)
+        self.gc_logps.extend(logps[np.isfinite(logps)].tolist())
+        if "answer_prefix" in cols.columns:
+            self.prefixed += int((cols["answer_prefix"].fillna("").astype(str) != "").sum())
+
+    def summary(self, eps: float | None = None) -> dict[str, Any]:
+        """The format summary of everything added (see :func:`format_summary`)."""
+        parsed = self.n_parsed > 0
+        out = {
+            "n_facts": self.n,
+            "greedy": {f: self.greedy[f] / self.n if self.n else math.nan for f in FORMATS},
+            "sampled": {f: self.sampled[f] / self.n_parsed for f in FORMATS} if parsed else None,
+            "greedy_mean_words": self.words / self.n if self.n else math.nan,
+            "sampled_mean_words": self.s_words / self.n_s_words if parsed and self.n_s_words else None,
+            "greedy_begins_span": self.begins / self.n if self.n else math.nan,
+            "sampled_begins_span": self.s_begins / self.n_s_begins if parsed and self.n_s_begins else None,
+            "n_greedy_correct": self.n_gc,
+            "median_p_gold_greedy_correct": float(np.exp(np.median(self.gc_logps))) if self.gc_logps else None,
+            "prefix": "prefix" if self.n and self.prefixed / self.n >= 0.5 else "none",
+        }
+        if eps is not None:
+            out["warning"] = format_warning(out, eps)
+        return out
+
+
 def format_summary(table: pd.DataFrame, eps: float | None = None) -> dict[str, Any]:
     """Format shares and lengths of one score table (format columns computed if missing)."""
-    ready = "greedy_format" in table.columns and bool(table["greedy_format"].notna().all())
-    if ready:
-        cols = table
-    else:  # tables from older caches lack the columns, or have them for some chunks only
-        cols = pd.concat([table.drop(columns=[c for c in FORMAT_COLUMNS if c in table.columns]),
-                          format_columns(table)], axis=1)
-    greedy = {f: float((cols["greedy_format"] == f).mean()) for f in FORMATS}
-    sampled: dict[str, float] | None = None
-    parsed = [json.loads(s) for s in cols["sample_format_shares"] if isinstance(s, str) and s]
-    if parsed:
-        sampled = {f: float(np.mean([p[f] for p in parsed])) for f in FORMATS}
-    gc = cols.loc[cols["greedy_correct"].astype(bool), "logp_gold"].to_numpy(dtype=float)
-    gc = gc[np.isfinite(gc)]
-    out = {
-        "n_facts": len(cols),
-        "greedy": greedy, "sampled": sampled,
-        "greedy_mean_words": float(cols["greedy_words"].mean()),
-        "sampled_mean_words": float(np.nanmean(cols["sample_words"])) if parsed else None,
-        "greedy_begins_span": float(cols["greedy_begins_span"].astype(bool).mean()),
-        "sampled_begins_span": float(np.nanmean(cols["sample_begins_span"])) if parsed else None,
-        "n_greedy_correct": int(cols["greedy_correct"].astype(bool).sum()),
-        "median_p_gold_greedy_correct": float(np.exp(np.median(gc))) if len(gc) else None,
-        "prefix": _prefix_kind(cols),
-    }
-    if eps is not None:
-        out["warning"] = format_warning(out, eps)
-    return out
-
-
-def _prefix_kind(table: pd.DataFrame) -> str:
-    if "answer_prefix" not in table.columns:
-        return "none"
-    share = float((table["answer_prefix"].fillna("").astype(str) != "").mean())
-    return "prefix" if share >= 0.5 else "none"
+    tally = FormatTally()
+    tally.add(table)
+    return tally.summary(eps)
 
 
 def format_warning(summary: dict[str, Any], eps: float) -> str | None:

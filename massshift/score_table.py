@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from massshift.distractors import PRIOR_COLUMNS, ValuePrior, distractor_stats, draw_distractors
-from massshift.formats import FORMAT_COLUMNS, format_columns
+from massshift.formats import FORMAT_COLUMNS, FormatTally, format_columns
 from massshift.generation import GenerationConfig, generate
 from massshift.matching import MatchConfig, Matcher, is_correct, normalize
 from massshift.prefill import self_prefixes
@@ -401,43 +401,47 @@ def load_chunks(plan: ChunkPlan, label: str, state_config: Any = None) -> pd.Dat
     return finish_table(pd.concat(list(iter_chunks(plan)), ignore_index=True), label, state_config)
 
 
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "fact_id", "question", "answers", "greedy", "greedy_correct", "logp_gold", "n_samples", "n_correct",
-    "answer_prefix",
-    *FACT_COLUMNS_OPTIONAL, *FORMAT_COLUMNS, *DISTRACTOR_COLUMNS,
+PASS_COLUMNS: tuple[str, ...] = (
+    "question", "answers", "greedy", "greedy_correct", "logp_gold", "n_samples", "answer_prefix", "relation",
+    "subject", "distractors", "distractor_logps", *FORMAT_COLUMNS, *DISTRACTOR_COLUMNS,
 )
-"""What resolving ``auto``, the states and the format summary read: no sample lists,
-per-token or per-distractor lists, so holding them for every fact stays small."""
-
-
-def summary_columns(plan: ChunkPlan) -> list[str]:
-    """``SUMMARY_COLUMNS`` present in the chunks; with the raw sample and distractor lists when the
-    chunks predate the format columns (the format summary is then computed from them)."""
-    have = set(pq_columns(plan))
-    extra = () if all(c in have for c in FORMAT_COLUMNS) else ("sample_answers", "distractors")
-    return [c for c in (*SUMMARY_COLUMNS, *extra) if c in have]
+"""What the first pass of ``write_score_table`` reads, one chunk at a time."""
 
 
 def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
-                      state_config: Any = None) -> pd.DataFrame:
-    """Write the score table to ``out`` from the plan's chunks, one row group per chunk, so memory
-    does not grow with the number of facts; returns the table's ``SUMMARY_COLUMNS``, states
-    included, for summaries.
+                      state_config: Any = None) -> dict[str, Any]:
+    """Write the score table to ``out`` from the plan's chunks so that memory does not grow with the
+    number of facts, and return its summary: ``n_facts``, ``accuracy`` (greedy), ``formats``
+    (``formats.format_summary``) and ``criterion`` (the resolved state criterion).
 
-    ``auto`` states are resolved once on the light columns of every chunk, then each chunk is
-    finished with that one resolved criterion, so the file equals ``score_facts``'s table.
+    Two passes over the chunks. The first counts what resolving ``auto`` needs (a
+    ``formats.FormatTally``, whether every chunk has distractors and samples) and pools the
+    value prior (one float per distractor); the second finishes each chunk with that one resolved
+    criterion and appends it as a row group. The file equals ``score_facts``'s table (tested).
     """
-    from massshift.categories import StateConfig
+    from massshift.categories import StateConfig, decide_auto, has_distractors, has_samples
 
     wait_for_chunks(plan)
-    light = pd.concat(list(iter_chunks(plan, summary_columns(plan))), ignore_index=True)
-    light["model"] = label
-    light["answers"] = light["answers"].map(list)
-    prior = None
-    if "distractor_logps" in pq_columns(plan):
-        prior = ValuePrior()
-        for part in iter_chunks(plan, ("question", "relation", "subject", "distractors", "distractor_logps")):
+    config = state_config or StateConfig()
+    have = set(pq_columns(plan))
+    columns = [c for c in PASS_COLUMNS if c in have]
+    if not all(c in have for c in FORMAT_COLUMNS):  # older chunks: formats computed from the samples
+        columns.append("sample_answers")
+    tally, prior = FormatTally(), ValuePrior() if "distractor_logps" in have else None
+    chance = sampled = True
+    n = correct = 0
+    for part in iter_chunks(plan, columns):
+        tally.add(part)
+        chance &= has_distractors(part)
+        sampled &= has_samples(part)
+        n += len(part)
+        correct += int(part["greedy_correct"].astype(bool).sum())
+        if prior is not None:
             prior.add(part)
-    resolved = (state_config or StateConfig()).resolve(light)
-    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, resolved, prior))
-    return finish_table(light, label, resolved, prior)
+    formats = tally.summary(config.threshold)
+    if config.criterion == "auto":
+        complete = all(c in have for c in ("answers", "greedy", "greedy_correct", "logp_gold"))
+        config = config.with_criterion(decide_auto(config, [formats] if complete else [], chance, sampled)[0])
+    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, config, prior))
+    return {"n_facts": n, "accuracy": correct / n if n else math.nan, "formats": formats,
+            "criterion": config.criterion}

@@ -123,15 +123,20 @@ def test_merge_refuses_a_chunk_of_another_fingerprint(tokenizer, tiny_model, fac
 def test_streamed_table_equals_the_in_memory_table(tokenizer, tiny_model, facts, tmp_path):
     full = score_facts(tiny_model, tokenizer, facts, CFG, label="rl")
     plan = score_to_cache(tiny_model, tokenizer, facts, CFG, model_key="m", cache_dir=tmp_path)
-    light = write_score_table(plan, tmp_path / "scores.parquet", "rl")
+    summary = write_score_table(plan, tmp_path / "scores.parquet", "rl")
     meta = pq.ParquetFile(tmp_path / "scores.parquet").metadata
     assert meta.num_row_groups == plan.n_chunks == 3 and meta.num_rows == len(facts)
     written = pd.read_parquet(tmp_path / "scores.parquet")
     full.to_parquet(tmp_path / "in_memory.parquet", index=False)  # what `score` wrote before streaming
     pd.testing.assert_frame_equal(_normalise(written), _normalise(pd.read_parquet(tmp_path / "in_memory.parquet")))
-    for heavy in ("token_logps", "distractor_logps", "sample_answers"):
-        assert heavy not in light.columns
-    assert list(light["state"]) == list(full["state"]) and list(light["model"]) == ["rl"] * len(facts)
+    from massshift.formats import format_summary
+
+    assert summary["n_facts"] == len(facts) and summary["accuracy"] == pytest.approx(full["greedy_correct"].mean())
+    assert summary["criterion"] == "chance"  # auto, resolved once for the whole table
+    expected = format_summary(full)
+    for key in ("greedy", "sampled", "greedy_mean_words", "greedy_begins_span", "n_greedy_correct",
+                "median_p_gold_greedy_correct", "prefix"):
+        assert summary["formats"][key] == pytest.approx(expected[key]), key
 
 
 def test_write_chunk_is_stamped(tmp_path):
