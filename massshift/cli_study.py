@@ -43,13 +43,15 @@ def study(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and runs (a few minutes on one thread; for tests).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: the cores not already busy).")] = None,
+    model: Annotated[str, typer.Option("--model", help="Checkpoint studied (any form `massshift score` loads).")] = "smollm2-135m",
+    base_only: Annotated[bool, typer.Option("--base-only", help="Stop after the prompt choice and the base scores (no training).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
 ) -> None:
     """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT, compare, tabulate."""
     from massshift.study import StudyConfig, run_study
 
     try:
-        cfg = StudyConfig(name=name, seed=seed, quick=quick, threads=threads)
+        cfg = StudyConfig(name=name, seed=seed, quick=quick, threads=threads, model=model, base_only=base_only)
     except ValueError as err:
         _fail(str(err))
     summary = run_study(out, cfg, progress=not no_progress)
@@ -59,4 +61,4 @@ def study(
     for row in summary["results"]:
         typer.echo(f"  {row['method']:>24}: {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
                    f"  relative {row['relative_gain']:+.1%}")
-    typer.echo(f"total {summary['timings_s']['total']:.0f} s; {out / 'results.md'}")
+    typer.echo(f"total {summary['timings_s']['total']:.0f} s; {out / 'summary.json'}")

@@ -94,6 +94,8 @@ class StudyConfig:
         max_new_tokens: longest generated answer when scoring and selecting.
         grpo, sft, rft: the trainer configs (None: the defaults above; SFT and RFT use GRPO's budget).
         threads: torch CPU threads (None: the cores not already busy).
+        base_only: stop after choosing the prompt and scoring the base model (a second model family
+            where the CPU budget allows no training).
     """
 
     name: str = "smollm2-countries"
@@ -110,6 +112,7 @@ class StudyConfig:
     sft: Any = None
     rft: Any = None
     threads: int | None = None
+    base_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,6 +217,9 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
 
     rows = []
     for name, prompt in prompt_candidates(val):
+        if prompt.chat and not getattr(tok, "chat_template", None):
+            logger.info("candidate %s skipped: the tokenizer has no chat template", name)
+            continue
         table = score_facts(model, tok, val, _score_config(cfg, prompt, "contains", 0, min(cfg.distractors, 5)),
                             label="base", state_config=StateConfig(criterion="logprob"))
         fmt = format_summary(table, StateConfig().threshold)
@@ -302,6 +308,8 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     base_scores = score(model, tok, base_key, "base")
     timings["score_base"] = round(time.perf_counter() - t, 1)
     del model
+    if cfg.base_only:
+        return _base_only_summary(out, cfg, threads, timings, start, facts, train, val, test, choice, base_scores)
     reward = contains_reward(relation_values(everything)) if mode == "contains" else None
     trainers = {
         "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
@@ -356,6 +364,29 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     }
     write_json(out / "summary.json", summary)
     write_text(out / "results.md", results_markdown(summary))
+    return summary
+
+
+def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[str, float], start: float,
+                       facts: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
+                       choice: dict[str, Any], base_scores: pd.DataFrame) -> dict[str, Any]:
+    from massshift.baselines import accuracy_table
+    from massshift.categories import StateConfig
+    from massshift.formats import format_summary
+
+    write_parquet(out / "scores" / "base.parquet", base_scores)
+    results = accuracy_table({"base, zero-shot greedy": base_scores["greedy_correct"]}, seed=cfg.seed)
+    results["relative_gain"] = 0.0
+    write_csv(out / "results.csv", results)
+    timings["total"] = round(time.perf_counter() - start, 1)
+    summary = {"study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads, "timings_s": timings,
+               "base_only": True,
+               "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
+               "choice": {k: v for k, v in choice.items() if k != "key"},
+               "results": results.to_dict(orient="records"),
+               "states": {str(k): int(v) for k, v in base_scores["state"].value_counts().items()},
+               "formats": format_summary(base_scores, StateConfig().threshold)}
+    write_json(out / "summary.json", summary)
     return summary
 
 

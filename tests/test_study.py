@@ -85,3 +85,16 @@ def test_quick_study_files_and_consistency(quick_run):
     red = summary["grpo_redistribution"]
     assert red["from_tail"] + red["from_absent"] == red["n_new_greedy"]
     assert red["n_new_greedy"] == sum(counts[s]["greedy-correct"] for s in ("tail-correct", "absent"))
+
+
+def test_base_only_study_on_a_tiny_model(tmp_path, tiny_model_dir):
+    from massshift.study import run_study
+
+    summary = run_study(tmp_path, StudyConfig(quick=True, model=str(tiny_model_dir), base_only=True, threads=1))
+    assert summary["base_only"] and summary["n_facts"]["test"] == 24
+    selection = pd.read_csv(tmp_path / "selection.csv")
+    assert list(selection["prompt"].unique()) == ["plain", "plain+prefix"]  # no chat template: chat skipped
+    scores = pd.read_parquet(tmp_path / "scores" / "base.parquet")
+    assert len(scores) == 24 and summary["results"][0]["accuracy"] == pytest.approx(scores["greedy_correct"].mean())
+    assert sum(summary["states"].values()) == 24
+    assert not (tmp_path / "grpo").exists()
