@@ -102,6 +102,17 @@ def tiny_model_dir(tmp_path_factory, tiny_model, tokenizer):
 
 
 @pytest.fixture()
+def facts_frame():
+    """FACTS as a facts table with ids f0, f1, ... and relation "capital"."""
+    import pandas as pd
+
+    return pd.DataFrame({"fact_id": [f"f{i}" for i in range(len(FACTS))],
+                         "question": [f["question"] for f in FACTS],
+                         "answers": [f["answers"] for f in FACTS],
+                         "relation": ["capital"] * len(FACTS)})
+
+
+@pytest.fixture()
 def facts_file(tmp_path):
     import json
 

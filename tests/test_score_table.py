@@ -9,18 +9,14 @@ import pandas as pd
 import pytest
 
 import massshift.score_table as st
-from conftest import FACTS
 from massshift.generation import GenerationConfig
 from massshift.schema import SCORE_COLUMNS, check_score_table
 from massshift.score_table import ScoreConfig, answer_counts, entropy_nats, pass_at_k_ks, score_facts
 
 
 @pytest.fixture()
-def facts():
-    return pd.DataFrame({"fact_id": [f"f{i}" for i in range(len(FACTS))],
-                         "question": [f["question"] for f in FACTS],
-                         "answers": [f["answers"] for f in FACTS],
-                         "relation": ["capital"] * len(FACTS)})
+def facts(facts_frame):
+    return facts_frame
 
 
 CFG = ScoreConfig(generation=GenerationConfig(n_samples=8, max_new_tokens=4), chunk_size=3)

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import massshift.score_table as st
-from conftest import FACTS
 from massshift.generation import GenerationConfig
 from massshift.score_table import ScoreConfig, load_chunks, score_facts, score_to_cache, write_score_table
 from massshift.shard import ChunkPlan, Shard, ShardError, chunk_fingerprint, write_chunk
@@ -25,11 +24,8 @@ CFG = ScoreConfig(generation=GenerationConfig(n_samples=6, max_new_tokens=4), ch
 
 
 @pytest.fixture()
-def facts():
-    return pd.DataFrame({"fact_id": [f"f{i}" for i in range(len(FACTS))],
-                         "question": [f["question"] for f in FACTS],
-                         "answers": [f["answers"] for f in FACTS],
-                         "relation": ["capital"] * len(FACTS)})
+def facts(facts_frame):
+    return facts_frame
 
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
