@@ -25,7 +25,7 @@ import string
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 MatchMode = Literal["exact", "contains"]
 Matcher = Callable[[str, Sequence[str]], bool]
@@ -104,6 +104,32 @@ def is_correct(
                     return False
         return True
     return False  # unreachable: mode checked above
+
+
+def relation_values(facts: Any) -> dict[tuple[str, ...], list[str]]:
+    """For each fact's answers, the other values of its relation: the anti-hedging distractors of
+    rewards. A value is the fact's ``object`` when the table has that column, else its first alias."""
+    objects = facts["object"] if "object" in facts.columns else [list(a)[0] for a in facts["answers"]]
+    by_rel: dict[str, list[str]] = {}
+    for rel, obj in zip(facts["relation"], objects):
+        by_rel.setdefault(rel, [])
+        if obj not in by_rel[rel]:
+            by_rel[rel].append(obj)
+    out = {}
+    for rel, answers in zip(facts["relation"], facts["answers"]):
+        gold = set(answers)
+        out[tuple(answers)] = [v for v in by_rel[rel] if v not in gold]
+    return out
+
+
+def contains_reward(values: dict[tuple[str, ...], list[str]], max_words: int = 12) -> Callable[[str, list[str]], float]:
+    """A GRPO reward: 1 when the answer names the gold (``contains``) and no other value of the relation."""
+
+    def reward(text: str, answers: list[str]) -> float:
+        return float(is_correct(text, answers, mode="contains", max_words=max_words,
+                                distractors=values.get(tuple(answers), ())))
+
+    return reward
 
 
 @dataclass(frozen=True)

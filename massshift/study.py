@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from massshift.demo import config_key, headline, method_results, run_stage
+from massshift.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 
 logger = logging.getLogger(__name__)
@@ -170,31 +171,6 @@ def prompt_candidates(facts: pd.DataFrame) -> list[tuple[str, Any]]:
     chat = PromptConfig(chat=True, system=SYSTEM, instruction=INSTRUCTION)
     return [("plain", plain), ("chat", chat), ("plain+prefix", replace(plain, question_prefixes=prefixes)),
             ("chat+prefix", replace(chat, question_prefixes=prefixes))]
-
-
-def relation_values(facts: pd.DataFrame) -> dict[tuple[str, ...], list[str]]:
-    """For each fact's answers, the other values of its relation (the anti-hedging distractors of rewards)."""
-    by_rel: dict[str, list[str]] = {}
-    for rel, obj in zip(facts["relation"], facts["object"]):
-        by_rel.setdefault(rel, [])
-        if obj not in by_rel[rel]:
-            by_rel[rel].append(obj)
-    out = {}
-    for rel, answers in zip(facts["relation"], facts["answers"]):
-        gold = {a for a in answers}
-        out[tuple(answers)] = [v for v in by_rel[rel] if v not in gold]
-    return out
-
-
-def contains_reward(values: dict[tuple[str, ...], list[str]], max_words: int = 12) -> Any:
-    """A GRPO reward: 1 when the answer names the gold (``contains``) and no other value of the relation."""
-    from massshift.matching import is_correct
-
-    def reward(text: str, answers: list[str]) -> float:
-        return float(is_correct(text, answers, mode="contains", max_words=max_words,
-                                distractors=values.get(tuple(answers), ())))
-
-    return reward
 
 
 def _score_config(cfg: StudyConfig, prompt: Any, mode: str, n_samples: int, distractors: int) -> Any:

@@ -77,3 +77,37 @@ def test_answer_matches_itself(text):
 @given(st.text(), st.lists(st.text(), max_size=4), st.sampled_from(["exact", "contains"]))
 def test_never_crashes(pred, answers, mode):
     assert is_correct(pred, answers, mode=mode) in (True, False)
+
+
+def test_contains_reward_is_anti_hedging():
+    import pandas as pd
+
+    from massshift.matching import contains_reward, relation_values
+
+    facts = pd.DataFrame({"relation": ["capital", "capital", "currency"],
+                          "answers": [["Paris"], ["Rome", "Roma"], ["euro"]]})
+    values = relation_values(facts)
+    assert values == {("Paris",): ["Rome"], ("Rome", "Roma"): ["Paris"], ("euro",): []}
+    reward = contains_reward(values)
+    assert reward("The capital is Paris.", ["Paris"]) == 1.0
+    assert reward("Paris or Rome", ["Paris"]) == 0.0  # names another value of the relation
+    assert reward("Roma, not Paris", ["Rome", "Roma"]) == 0.0
+    assert reward("the euro", ["euro"]) == 1.0
+
+
+def test_grpo_contains_reward_uses_the_relation(tiny_model, tokenizer, tmp_path, caplog):
+    """`train rl --match contains` on facts with relations rewards hedges with 0 (issue 12)."""
+    import copy
+    import logging
+
+    import pandas as pd
+
+    from conftest import FACTS
+    from massshift.train.grpo import GRPOConfig, train_grpo
+
+    facts = pd.DataFrame([{"fact_id": str(i), "relation": "r", **f} for i, f in enumerate(FACTS[:4])])
+    cfg = GRPOConfig(steps=1, batch_size=2, num_generations=2, lr=1e-3, max_new_tokens=4, match_mode="contains",
+                     save_every=0)
+    with caplog.at_level(logging.INFO, logger="massshift.train.grpo"):
+        train_grpo(copy.deepcopy(tiny_model), tokenizer, facts, tmp_path, cfg)
+    assert "also names another value of the relation" in caplog.text

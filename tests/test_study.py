@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from massshift.facts import load_facts
+from massshift.matching import relation_values
 from massshift.split import verify_disjoint
-from massshift.study import StudyConfig, prompt_candidates, relation_values, split_study_facts
+from massshift.study import StudyConfig, prompt_candidates, split_study_facts
 
 
 def test_split_sizes_and_disjoint():

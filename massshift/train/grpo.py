@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from massshift.generation import GenerationConfig, generate, stop_token_mask
-from massshift.matching import MatchConfig, Matcher
+from massshift.matching import MatchConfig, Matcher, contains_reward, relation_values
 from massshift.prompts import PromptConfig
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
@@ -360,6 +360,11 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
                                  "custom_reward": reward_fn is not None}, seed=config.seed,
                        device=str(next(model.parameters()).device))
     matcher = config.match_config(prompt.terminator).matcher()
+    if reward_fn is None and config.match_mode == "contains" and "relation" in train.columns \
+            and train["relation"].notna().all():
+        # anti-hedging: an answer naming another value of the fact's relation earns nothing
+        reward_fn = contains_reward(relation_values(train), config.max_words)
+        logger.info("reward: contains, and wrong when the answer also names another value of the relation")
     with torch_threads(config.threads):
         model.eval()
         ref_model = None
