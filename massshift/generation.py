@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,22 +83,32 @@ def fact_seed(seed: int, fact_id: str) -> int:
     return int(digest[:15], 16)
 
 
-_STOP_CACHE: dict[tuple[int, str, tuple[int, ...]], torch.Tensor] = {}
+_STOP_CACHE: dict[tuple[int, int, str, tuple[int, ...]], tuple[Any, torch.Tensor]] = {}
 
 
 def stop_token_mask(tokenizer: Any, terminator: str, extra_ids: Sequence[int] = ()) -> torch.Tensor:
     """A (vocab,) bool mask of tokens that end an answer: any token whose text holds the
-    terminator, plus EOS and ``extra_ids``. Computed once per tokenizer."""
-    key = (id(tokenizer), terminator, tuple(extra_ids))
-    if key not in _STOP_CACHE:
-        vocab = len(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(vocab)])
-        mask = torch.tensor([terminator in t for t in texts], dtype=torch.bool)
-        for i in (tokenizer.eos_token_id, *extra_ids):
-            if i is not None and 0 <= i < vocab:
-                mask[i] = True
-        _STOP_CACHE[key] = mask
-    return _STOP_CACHE[key]
+    terminator, plus EOS and ``extra_ids``. Computed once per tokenizer.
+
+    The cache holds a weak reference to the tokenizer and checks it on every hit: ``id()`` alone
+    is reused once a tokenizer is freed, and a stale mask from another vocabulary would be wrong.
+    """
+    key = (id(tokenizer), len(tokenizer), terminator, tuple(extra_ids))
+    hit = _STOP_CACHE.get(key)
+    if hit is not None and hit[0]() is tokenizer:
+        return hit[1]
+    vocab = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+    mask = torch.tensor([terminator in t for t in texts], dtype=torch.bool)
+    for i in (tokenizer.eos_token_id, *extra_ids):
+        if i is not None and 0 <= i < vocab:
+            mask[i] = True
+    try:
+        ref = weakref.ref(tokenizer)
+    except TypeError:  # not weak-referenceable: keep it alive instead, so its id cannot be reused
+        ref = (lambda t: (lambda: t))(tokenizer)
+    _STOP_CACHE[key] = (ref, mask)
+    return mask
 
 
 def _choose(logp: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

@@ -104,3 +104,23 @@ def test_config_validation():
         GenerationConfig(top_p=0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         GenerationConfig(max_new_tokens=0)
+
+
+def test_stop_mask_cache_survives_id_reuse(tokenizer):
+    """A freed tokenizer's id can be reused by another; the cached mask must not be served to it
+    (this broke the SmolLM2 study test after the tiny tokenizer of an earlier test was freed)."""
+    import weakref
+
+    import torch
+
+    from massshift import generation
+
+    class Gone:
+        pass
+
+    dead = weakref.ref(Gone())  # a reference whose tokenizer no longer exists
+    key = (id(tokenizer), len(tokenizer), "\n", ())
+    generation._STOP_CACHE[key] = (dead, torch.zeros(3, dtype=torch.bool))
+    mask = generation.stop_token_mask(tokenizer, "\n")
+    assert mask.shape == (len(tokenizer),) and bool(mask[tokenizer.eos_token_id])
+    assert generation.stop_token_mask(tokenizer, "\n") is mask  # a live entry is a cache hit
