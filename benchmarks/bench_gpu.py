@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_scoring import make_facts  # noqa: E402
 
-from massshift.generation import GenerationConfig, generate  # noqa: E402
-from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt  # noqa: E402
-from massshift.scoring import ScoringConfig, score_items  # noqa: E402
+from massshift.lm.logprobs import ScoringConfig, score_items  # noqa: E402
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt  # noqa: E402
+from massshift.lm.sampling import GenerationConfig, generate  # noqa: E402
 
 SHAPES = {
     # SmolLM2-135M's own config (read from the tokenizer folder's config.json when present)
@@ -165,7 +165,7 @@ def bench_sampling(model, n_params, tok, questions, peak, n, max_new, row_budget
 def bench_score_facts(model, tok, questions, answers, n, rows) -> dict:
     import pandas as pd
 
-    from massshift.score_table import ScoreConfig, score_facts
+    from massshift.score.table import ScoreConfig, score_facts
 
     facts = pd.DataFrame({"fact_id": [f"f{i}" for i in range(len(questions))], "question": questions,
                           "answers": answers})

@@ -55,8 +55,8 @@ def child(mode: str, n: int, cache: str, out: str, threads: int, distractors: in
     import torch
 
     from conftest import make_model, make_tokenizer
-    from massshift.generation import GenerationConfig
-    from massshift.score_table import ScoreConfig, score_facts, score_to_cache, write_score_table
+    from massshift.lm.sampling import GenerationConfig
+    from massshift.score.table import ScoreConfig, score_facts, score_to_cache, write_score_table
 
     torch.set_num_threads(threads)
     tok = make_tokenizer()

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from massshift.generation import GenerationConfig, generate  # noqa: E402
-from massshift.prompts import PromptConfig, build_prompt, continuation, encode_facts, encode_prompt  # noqa: E402
-from massshift.scoring import ScoringConfig, score_items  # noqa: E402
+from massshift.lm.logprobs import ScoringConfig, score_items  # noqa: E402
+from massshift.lm.prompts import PromptConfig, build_prompt, continuation, encode_facts, encode_prompt  # noqa: E402
+from massshift.lm.sampling import GenerationConfig, generate  # noqa: E402
 
 WORDS = ("Paris Berlin Rome Madrid Tokyo Lisbon Vienna Warsaw Prague Oslo Cairo Lima Quito Accra Dakar "
          "river mountain lake city island capital currency language region king queen author painter").split()
@@ -47,7 +47,7 @@ def make_facts(n: int, n_aliases: int, seed: int = 0) -> tuple[list[str], list[l
 def load(name: str):
     if name == "tiny":
         from conftest import make_tokenizer
-        from massshift.models import hash_weights  # noqa: F401  (same import cost for both paths)
+        from massshift.lm.loading import hash_weights  # noqa: F401  (same import cost for both paths)
 
         tok = make_tokenizer()
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -57,7 +57,7 @@ def load(name: str):
                           num_key_value_heads=4, intermediate_size=256, max_position_embeddings=512,
                           pad_token_id=0, bos_token_id=1, eos_token_id=1)
         return LlamaForCausalLM(cfg).eval(), tok
-    from massshift.models import load_model
+    from massshift.lm.loading import load_model
 
     model, tok, _ = load_model(name)
     return model, tok

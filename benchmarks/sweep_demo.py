@@ -53,7 +53,7 @@ REUSED_STAGES = ("world", "pretrain", "split", "cache")
 
 
 def build_config(name: str, seed: int, threads: int) -> Any:
-    from massshift.demo import DemoConfig, _grpo_config, _pretrain_config, _sft_config, _world_config
+    from massshift.studies.demo import DemoConfig, _grpo_config, _pretrain_config, _sft_config, _world_config
 
     ov = VARIANTS[name]
     world = replace(_world_config(False), **ov.get("world", {}))
@@ -64,7 +64,7 @@ def build_config(name: str, seed: int, threads: int) -> Any:
 
 
 def run_one(root: Path, name: str, seed: int, threads: int) -> Path:
-    from massshift.demo import run_demo
+    from massshift.studies.demo import run_demo
 
     out = root / f"{name}-s{seed}"
     src_name = VARIANTS[name].get("reuse")

@@ -1,5 +1,5 @@
 """``python -m massshift`` (and ``accelerate launch -m massshift``)."""
 
-from massshift.cli import main
+from massshift.cli.app import main
 
 main()

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from massshift.schema import SCORE_COLUMNS
+from massshift.score.schema import SCORE_COLUMNS
 
 
 def score_table(

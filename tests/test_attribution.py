@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import FACTS
-from massshift.attribution import (
+from massshift.studies.attribution import (
     BucketBounds,
     assign_buckets,
     bucket_sizes,
@@ -118,7 +118,7 @@ def test_gain_and_loo_tables_by_hand():
 
 
 def test_zero_signal_counts_split_by_bucket_and_half():
-    from massshift.attribution_runs import _zero_signal_counts
+    from massshift.studies.attribution_runs import _zero_signal_counts
     from massshift.train.common import batch_indices
     from massshift.train.grpo import GRPOConfig
 
@@ -151,7 +151,7 @@ def _length_parity(text: str, answers: list[str]) -> float:
 
 
 def test_count_sketch_is_seeded_and_unbiased():
-    from massshift.attribution_tracin import CountSketch
+    from massshift.studies.tracin import CountSketch
 
     shapes = [("w", 50), ("b", 7)]
     g = {"w": torch.randn(50, generator=torch.Generator().manual_seed(1)), "b": torch.arange(7.0)}
@@ -169,22 +169,22 @@ def test_count_sketch_is_seeded_and_unbiased():
 
 
 def test_select_params_last_layers(tiny_model):
-    from massshift.attribution_tracin import select_params
+    from massshift.studies.tracin import select_params
 
     names = [n for n, _ in select_params(tiny_model, "last:1")]
     assert names and all(".layers.0." not in n for n in names) and any(".layers.1." in n for n in names)
     assert "lm_head.weight" in names and not any("embed" in n for n in names)
     assert len(select_params(tiny_model, "all")) == len(list(tiny_model.parameters()))
     with pytest.raises(ValueError, match="last:N"):
-        from massshift.attribution_tracin import TracInConfig
+        from massshift.studies.tracin import TracInConfig
 
         TracInConfig(params="top")
 
 
 def test_tracin_score_equals_a_gradient_computed_directly(tiny_model, tokenizer):
     """The score is <grad of the GRPO objective on the fact's group, grad of held-out sum log p(gold)>."""
-    from massshift.attribution_tracin import CountSketch, TracInConfig, tracin_scores
-    from massshift.prompts import PromptConfig, encode_facts
+    from massshift.lm.prompts import PromptConfig, encode_facts
+    from massshift.studies.tracin import CountSketch, TracInConfig, tracin_scores
     from massshift.train.common import prompt_ids_for
     from massshift.train.grpo import GRPOConfig, group_advantages, rewards, rollout
 
@@ -250,7 +250,7 @@ def test_tracin_score_equals_a_gradient_computed_directly(tiny_model, tokenizer)
 
 
 def test_config_errors():
-    from massshift.attribution_runs import AttributionConfig
+    from massshift.studies.attribution_runs import AttributionConfig
 
     with pytest.raises(ValueError, match="seeds"):
         AttributionConfig(seeds=(0, 0))
@@ -268,11 +268,11 @@ def test_quick_attribution_end_to_end(tmp_path):
 
     from typer.testing import CliRunner
 
-    import massshift.cli_attribute  # noqa: F401  (registers the command)
-    from massshift.cli import app
-    from massshift.demo import _pretrain_config, _world_config
-    from massshift.facts import load_facts
-    from massshift.split import split_facts, write_split
+    import massshift.cli.attribute  # noqa: F401  (registers the command)
+    from massshift.cli.app import app
+    from massshift.data.facts import load_facts
+    from massshift.data.split import split_facts, write_split
+    from massshift.studies.demo import _pretrain_config, _world_config
     from massshift.synthetic.pretrain import pretrain
     from massshift.synthetic.world import build_world, write_world
 
@@ -317,8 +317,8 @@ def test_quick_attribution_end_to_end(tmp_path):
 
 
 def test_score_config_carries_the_prompt_and_the_training_matcher():
-    from massshift.attribution_runs import AttributionConfig, _score_config
-    from massshift.prompts import PromptConfig
+    from massshift.lm.prompts import PromptConfig
+    from massshift.studies.attribution_runs import AttributionConfig, _score_config
     from massshift.train.grpo import GRPOConfig
 
     cfg = AttributionConfig(prompt=PromptConfig(chat=True, instruction="Answer briefly."),

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import FACTS
-from massshift.baselines import (
+from massshift.lm.prompts import PromptConfig, build_prompt
+from massshift.studies.baselines import (
     BaselineConfig,
     accuracy_table,
     baseline_accuracy,
@@ -15,7 +16,6 @@ from massshift.baselines import (
     run_baselines,
     shot_pool,
 )
-from massshift.prompts import PromptConfig, build_prompt
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_draw_shots_is_seeded_per_fact(facts):
 def test_run_baselines_rows_and_kshot_never_uses_test_facts(tiny_model, tokenizer, facts, monkeypatch):
     test, train = facts.iloc[:3], facts  # train overlaps test on purpose
     seen_prompts: list[str] = []
-    import massshift.baselines as bl
+    import massshift.studies.baselines as bl
 
     real = bl.prompt_ids_for
 

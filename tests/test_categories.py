@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from massshift.categories import (
+from massshift.analysis.states import (
     StateConfig,
     add_state_columns,
     agreement,
@@ -18,7 +18,7 @@ from massshift.categories import (
     pairwise_agreement,
     slick_class,
 )
-from massshift.schema import STATES, ScoreTableError
+from massshift.score.schema import STATES, ScoreTableError
 
 CASES = json.loads((Path(__file__).parent / "cases" / "states.json").read_text())["cases"]
 DEFAULT_EPS = 2.995732273553991 / 128  # -ln(0.05) / 128, written out

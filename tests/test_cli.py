@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from massshift.cli import app
-from massshift.facts import load_facts
-from massshift.split import verify_disjoint
+from massshift.cli.app import app
+from massshift.data.facts import load_facts
+from massshift.data.split import verify_disjoint
 
 runner = CliRunner()
 

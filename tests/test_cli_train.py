@@ -7,8 +7,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import massshift.cli_train  # noqa: F401  (registers the commands)
-from massshift.cli import app
+import massshift.cli.train  # noqa: F401  (registers the commands)
+from massshift.cli.app import app
 
 runner = CliRunner()
 

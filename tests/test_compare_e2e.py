@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FACTS
-from massshift.cli import app
+from massshift.cli.app import app
 
 runner = CliRunner()
 

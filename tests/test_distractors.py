@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from conftest import FACTS
-from massshift.distractors import distractor_stats, draw_distractors, template_key
-from massshift.generation import GenerationConfig
-from massshift.matching import normalize
-from massshift.score_table import ScoreConfig, score_facts
+from massshift.data.matching import normalize
+from massshift.lm.sampling import GenerationConfig
+from massshift.score.distractors import distractor_stats, draw_distractors, template_key
+from massshift.score.table import ScoreConfig, score_facts
 
 
 def _world() -> pd.DataFrame:
@@ -132,7 +132,7 @@ def _prior_table():
 
 
 def test_value_prior_by_hand():
-    from massshift.distractors import ValuePrior, value_prior_columns
+    from massshift.score.distractors import ValuePrior, value_prior_columns
 
     cols = value_prior_columns(_prior_table())
     # a (Rome, alias Roma): other subjects gave Rome -0.5 (b), -1.0 (c, as "ROME"), Roma -3.0 (d);
@@ -152,7 +152,7 @@ def test_value_prior_by_hand():
 
 def test_value_prior_rule_of_the_chance_criterion():
     """Rule 4: a fact passing rules 1-3 is tail-correct only if its gold is subject-specific."""
-    from massshift.categories import MIN_PRIOR, StateConfig, assign_states
+    from massshift.analysis.states import MIN_PRIOR, StateConfig, assign_states
 
     n = MIN_PRIOR + 2
     rows = pd.DataFrame({

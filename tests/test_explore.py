@@ -14,11 +14,11 @@ import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
 
-from massshift import explore, plots
-from massshift.categories import StateConfig, assign_states
-from massshift.report import CompareConfig, load_compare_run, write_compare_report
-from massshift.schema import STATES, ScoreTableError
-from massshift.transitions import state_shares
+from massshift.analysis.states import StateConfig, assign_states
+from massshift.analysis.transitions import state_shares
+from massshift.report import explore, plots
+from massshift.report.compare import CompareConfig, load_compare_run, write_compare_report
+from massshift.score.schema import STATES, ScoreTableError
 
 CFG = CompareConfig(n_boot=200, seed=0)
 
@@ -242,7 +242,7 @@ def test_find_score_tables(score_dirs, caplog):
     t = score_dirs / "tables"
     assert [label for label, _ in explore.find_score_tables([t])] == ["base", "step-2", "step-10"]
     text = f"{t / 'base.parquet'}, {score_dirs / 'score-out'},{score_dirs / 'missing'}"
-    with caplog.at_level(logging.WARNING, logger="massshift.explore"):
+    with caplog.at_level(logging.WARNING, logger="massshift.report.explore"):
         found = explore.find_score_tables(text)
     assert found == [("base", t / "base.parquet"), ("score-out", score_dirs / "score-out" / "scores.parquet")]
     assert "missing" in caplog.text

@@ -11,7 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from massshift.facts import FACT_COLUMNS, FactsError, facts_from_records, load_facts, make_fact_id, save_facts
+from massshift.data.facts import (
+    FACT_COLUMNS,
+    FactsError,
+    facts_from_records,
+    load_facts,
+    make_fact_id,
+    save_facts,
+)
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -60,7 +67,7 @@ def test_canonical_jsonl_every_column(tmp_path, caplog):
         {"id": 7, "question": "Who wrote Hamlet?", "answers": ["Shakespeare"]},
         {"question": "Largest planet?", "answer": "Jupiter", "popularity": None},
     ])
-    with caplog.at_level(logging.INFO, logger="massshift.facts"):
+    with caplog.at_level(logging.INFO, logger="massshift.data.facts"):
         df = load_facts(path)
     assert list(df.columns) == list(FACT_COLUMNS)
     assert rows(df) == [
@@ -315,7 +322,7 @@ def test_skip_invalid_counts_and_lists_errors(tmp_path, caplog):
         b'{"question": "q1", "answers": ["A"]}',
         b'{"question": "Q7?", "answers": ["g"]}',
     ]) + b"\n")
-    with caplog.at_level(logging.WARNING, logger="massshift.facts"):
+    with caplog.at_level(logging.WARNING, logger="massshift.data.facts"):
         df = load_facts(path, skip_invalid=True)
     assert df["question"].tolist() == ["Q1?", "Q4?", "Q7?"]
     skipped = df.attrs["skipped"]

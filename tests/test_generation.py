@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import FACTS
-from massshift.generation import GenerationConfig, fact_seed, generate, stop_token_mask
-from massshift.matching import extract_answer
-from massshift.prompts import PromptConfig, build_prompt, encode_prompt
+from massshift.data.matching import extract_answer
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
+from massshift.lm.sampling import GenerationConfig, fact_seed, generate, stop_token_mask
 
 
 @pytest.fixture()
@@ -113,7 +113,7 @@ def test_stop_mask_cache_survives_id_reuse(tokenizer):
 
     import torch
 
-    from massshift import generation
+    from massshift.lm import sampling as generation
 
     class Gone:
         pass

@@ -58,7 +58,7 @@ def test_rewards_matcher_and_reward_fn():
     ro = Rollout(fact_ids=["a", "b"], answers=[["Paris"], ["Rome"]], prompt_ids=[[1], [2]],
                  completion_ids=[[5], [6], [7], [8]], texts=["paris", "Berlin", "the Rome.", "x"],
                  greedy_texts=["", ""], finished=[True] * 4, group_size=2)
-    from massshift.matching import MatchConfig
+    from massshift.data.matching import MatchConfig
 
     assert rewards(ro, matcher=MatchConfig().matcher()).tolist() == [[1.0, 0.0], [1.0, 0.0]]
     assert rewards(ro, reward_fn=lambda t, a: float(len(t))).tolist() == [[5.0, 6.0], [9.0, 1.0]]
@@ -131,7 +131,7 @@ def test_positive_advantage_completion_becomes_likelier(tiny_model):
 # --- steps and runs ------------------------------------------------------------------------------
 
 def _step_once(model, tokenizer, facts, config, optimizer=None):
-    from massshift.prompts import PromptConfig
+    from massshift.lm.prompts import PromptConfig
     from massshift.train.common import make_optimizer, prompt_ids_for
 
     opt = optimizer or make_optimizer(model, config.lr, 0.0)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from massshift.matching import MatchConfig, extract_answer, is_correct, normalize
+from massshift.data.matching import MatchConfig, extract_answer, is_correct, normalize
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -82,7 +82,7 @@ def test_never_crashes(pred, answers, mode):
 def test_contains_reward_is_anti_hedging():
     import pandas as pd
 
-    from massshift.matching import contains_reward, relation_values
+    from massshift.data.matching import contains_reward, relation_values
 
     facts = pd.DataFrame({"relation": ["capital", "capital", "currency"],
                           "answers": [["Paris"], ["Rome", "Roma"], ["euro"]]})

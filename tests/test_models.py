@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from massshift import models
-from massshift.models import ModelLoadError, check_same_tokenizer, hash_weights, load_model, set_threads
+from massshift.lm import loading as models
+from massshift.lm.loading import ModelLoadError, check_same_tokenizer, hash_weights, load_model, set_threads
 
 CORPUS = [
     "Q: What is the capital of France?\nA: Paris",
@@ -291,7 +291,7 @@ def test_weights_hash_tracks_one_weight(tiny_model):
 
 
 def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
-    import massshift.models as models
+    import massshift.lm.loading as models
 
     monkeypatch.setattr(models.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
@@ -301,7 +301,7 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
 
 
 def test_busy_cores_reads_the_present(monkeypatch):
-    import massshift.models as models
+    import massshift.lm.loading as models
 
     monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
     samples = iter([(100, 1000), (150, 1100)])  # half the jiffies idle over the window

@@ -24,8 +24,8 @@ import pytest
 from _score_tables import make_pair
 
 from conftest import FACTS
-from massshift import plots
-from massshift.report import CompareConfig, write_compare_report
+from massshift.report import plots
+from massshift.report.compare import CompareConfig, write_compare_report
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -34,11 +34,11 @@ CELL_TIMEOUT_S = 120
 
 def build_runs(root: Path, model, tokenizer) -> dict[str, str]:
     """Write the run directories under ``root``; returns the notebooks' environment variables."""
-    from massshift.facts import facts_from_records
-    from massshift.generation import GenerationConfig
-    from massshift.models import load_model
+    from massshift.data.facts import facts_from_records
+    from massshift.lm.loading import load_model
+    from massshift.lm.sampling import GenerationConfig
     from massshift.rundir import write_parquet
-    from massshift.score_table import ScoreConfig, score_facts
+    from massshift.score.table import ScoreConfig, score_facts
     from massshift.train.grpo import GRPOConfig, train_grpo
 
     base, rls = make_pair(n=200, seed=0, n_rl=3)

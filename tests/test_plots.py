@@ -10,12 +10,12 @@ import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
 
-from massshift import plots
-from massshift.categories import add_state_columns
-from massshift.report import CompareConfig, write_compare_report
-from massshift.schema import STATES
-from massshift.stats import pass_at_k_curve, sensitivity
-from massshift.transitions import merge_models, state_shares, transition_matrix
+from massshift.analysis.states import add_state_columns
+from massshift.analysis.statistics import pass_at_k_curve, sensitivity
+from massshift.analysis.transitions import merge_models, state_shares, transition_matrix
+from massshift.report import plots
+from massshift.report.compare import CompareConfig, write_compare_report
+from massshift.score.schema import STATES
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ import math
 import pandas as pd
 import pytest
 
-from massshift.categories import StateConfig, auto_criterion
-from massshift.facts import facts_from_records
-from massshift.formats import classify, format_summary, format_warning
-from massshift.generation import GenerationConfig
-from massshift.matching import MatchConfig
-from massshift.prefill import PrefixSpecError, lead_in, load_prefix_spec
-from massshift.prompts import PromptConfig, build_prompt, encode_facts
-from massshift.score_table import ScoreConfig, _fact_matcher, _fold_ends, score_chunk
+from massshift.analysis.states import StateConfig, auto_criterion
+from massshift.data.facts import facts_from_records
+from massshift.data.matching import MatchConfig
+from massshift.lm.prefill import PrefixSpecError, lead_in, load_prefix_spec
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_facts
+from massshift.lm.sampling import GenerationConfig
+from massshift.score.formats import classify, format_summary, format_warning
+from massshift.score.table import ScoreConfig, _fact_matcher, _fold_ends, score_chunk
 
 CUBA = "What is the capital of Cuba?"
 
@@ -180,7 +180,7 @@ def test_question_prefixes_reach_every_prompt_builder(tokenizer):
 
 
 def test_compare_report_states_formats_warning_and_criterion(tmp_path):
-    from massshift.report import CompareConfig, write_compare_report
+    from massshift.report.compare import CompareConfig, write_compare_report
 
     base = _table(["The capital of Cuba is Havana."] * 2 + ["Cuba is an island in the Caribbean."] * 2, [-8.0] * 4)
     rl = _table(["Havana."] * 3 + ["Cuba is an island in the Caribbean."], [-8.0] * 3 + [-9.0])

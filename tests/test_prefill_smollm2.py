@@ -24,12 +24,12 @@ import os
 import pytest
 import torch
 
-from massshift.categories import StateConfig, auto_criterion
-from massshift.formats import format_summary
-from massshift.generation import GenerationConfig
-from massshift.matching import MatchConfig
-from massshift.prompts import PromptConfig
-from massshift.score_table import ScoreConfig, score_facts
+from massshift.analysis.states import StateConfig, auto_criterion
+from massshift.data.matching import MatchConfig
+from massshift.lm.prompts import PromptConfig
+from massshift.lm.sampling import GenerationConfig
+from massshift.score.formats import format_summary
+from massshift.score.table import ScoreConfig, score_facts
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def smollm2():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from massshift.models import load_model
+    from massshift.lm.loading import load_model
 
     torch.set_num_threads(1)
     return load_model("smollm2-135m")
@@ -51,7 +51,7 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def facts():
-    from massshift.realfacts import country_facts
+    from massshift.data.countries import country_facts
 
     df = country_facts(("capital", "currency")).sort_values("popularity", ascending=False, kind="stable")
     return df.groupby("relation", group_keys=False).head(10).reset_index(drop=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from massshift.prompts import (
+from massshift.lm.prompts import (
     PromptConfig,
     PromptError,
     build_prompt,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from massshift.models import load_model
+from massshift.lm.loading import load_model
 
 pytestmark = pytest.mark.slow
 

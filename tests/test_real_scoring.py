@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from massshift.generation import GenerationConfig, generate
-from massshift.matching import is_correct
-from massshift.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
-from massshift.scoring import score_items
+from massshift.data.matching import is_correct
+from massshift.lm.logprobs import score_items
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
+from massshift.lm.sampling import GenerationConfig, generate
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ GREEDY = {
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from massshift.models import load_model
+    from massshift.lm.loading import load_model
 
     torch.set_num_threads(1)
     model, tok, _ = load_model("smollm2-135m")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import massshift.cli_study  # noqa: F401  (registers `facts`)
-from massshift.cli import app
-from massshift.facts import FACT_COLUMNS, load_facts
-from massshift.matching import normalize
-from massshift.realfacts import RELATIONS, TEMPLATES, country_facts
-from massshift.split import split_facts, verify_disjoint
+import massshift.cli.studies  # noqa: F401  (registers `facts`)
+from massshift.cli.app import app
+from massshift.data.countries import RELATIONS, TEMPLATES, country_facts
+from massshift.data.facts import FACT_COLUMNS, load_facts
+from massshift.data.matching import normalize
+from massshift.data.split import split_facts, verify_disjoint
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from _score_tables import make_pair
 
-from massshift.report import CompareConfig, CompareRun, load_compare_run, write_compare_report
-from massshift.schema import STATES, ScoreTableError
+from massshift.report.compare import CompareConfig, CompareRun, load_compare_run, write_compare_report
+from massshift.score.schema import STATES, ScoreTableError
 
 EPS = -math.log(0.05) / 128
 CFG = CompareConfig(n_boot=200, seed=0, base_label="base", rl_label="rl")

@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-import massshift.score_table as st
-from massshift.generation import GenerationConfig
-from massshift.schema import SCORE_COLUMNS, check_score_table
-from massshift.score_table import ScoreConfig, answer_counts, entropy_nats, pass_at_k_ks, score_facts
+import massshift.score.table as st
+from massshift.lm.sampling import GenerationConfig
+from massshift.score.schema import SCORE_COLUMNS, check_score_table
+from massshift.score.table import ScoreConfig, answer_counts, entropy_nats, pass_at_k_ks, score_facts
 
 
 @pytest.fixture()
@@ -90,7 +90,7 @@ def test_helpers():
     assert pass_at_k_ks(128) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert pass_at_k_ks(10) == [1, 2, 4, 8, 10]
     with pytest.raises(ValueError, match="terminator"):
-        from massshift.matching import MatchConfig
+        from massshift.data.matching import MatchConfig
         ScoreConfig(match=MatchConfig(terminator="."))
 
 

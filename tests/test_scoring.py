@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import FACTS
-from massshift.prompts import PromptConfig, encode_facts
-from massshift.scoring import AliasScores, ScoringConfig, score_items
+from massshift.lm.logprobs import AliasScores, ScoringConfig, score_items
+from massshift.lm.prompts import PromptConfig, encode_facts
 
 
 def _items(tokenizer, config=PromptConfig()):

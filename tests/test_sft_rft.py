@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import FACTS
-from massshift.generation import stop_token_mask
-from massshift.matching import MatchConfig
-from massshift.prompts import PromptConfig
+from massshift.data.matching import MatchConfig
+from massshift.lm.prompts import PromptConfig
+from massshift.lm.sampling import stop_token_mask
 from massshift.train.rft import RFTConfig, collect_correct, train_rft
 from massshift.train.sft import SFTConfig, gold_examples, sft_loss, train_sft
 

@@ -15,10 +15,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import massshift.score_table as st
-from massshift.generation import GenerationConfig
-from massshift.score_table import ScoreConfig, load_chunks, score_facts, score_to_cache, write_score_table
-from massshift.shard import ChunkPlan, Shard, ShardError, chunk_fingerprint, write_chunk
+import massshift.score.table as st
+from massshift.lm.sampling import GenerationConfig
+from massshift.score.cache import ChunkPlan, Shard, ShardError, chunk_fingerprint, write_chunk
+from massshift.score.table import ScoreConfig, load_chunks, score_facts, score_to_cache, write_score_table
 
 CFG = ScoreConfig(generation=GenerationConfig(n_samples=6, max_new_tokens=4), chunk_size=3, distractors=2)
 
@@ -125,7 +125,7 @@ def test_streamed_table_equals_the_in_memory_table(tokenizer, tiny_model, facts,
     written = pd.read_parquet(tmp_path / "scores.parquet")
     full.to_parquet(tmp_path / "in_memory.parquet", index=False)  # what `score` wrote before streaming
     pd.testing.assert_frame_equal(_normalise(written), _normalise(pd.read_parquet(tmp_path / "in_memory.parquet")))
-    from massshift.formats import format_summary
+    from massshift.score.formats import format_summary
 
     assert summary["n_facts"] == len(facts) and summary["accuracy"] == pytest.approx(full["greedy_correct"].mean())
     assert summary["criterion"] == "chance"  # auto, resolved once for the whole table
@@ -173,7 +173,7 @@ def test_two_cpu_processes_under_accelerate_launch_match_one(tiny_model_dir, fac
 
 def test_device_map_auto_scores_like_one_device(tiny_model_dir, tokenizer, facts):
     """`--device-map auto` (accelerate's dispatch; here everything lands on the CPU) gives the same numbers."""
-    from massshift.models import load_model
+    from massshift.lm.loading import load_model
 
     plain, tok, _ = load_model(str(tiny_model_dir))
     spread, _, _ = load_model(str(tiny_model_dir), device_map="auto")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from massshift.facts import facts_from_records, load_facts
-from massshift.matching import normalize
-from massshift.split import (
+from massshift.data.facts import facts_from_records, load_facts
+from massshift.data.matching import normalize
+from massshift.data.split import (
     DEDUP_AUDIT_COLUMNS,
     Overlap,
     SplitConfig,
@@ -285,7 +285,7 @@ def test_write_split_and_dedup_run_dirs(tmp_path, people_facts):
 def test_group_by_subject_keeps_people_on_one_side():
     import pandas as pd
 
-    from massshift.split import split_facts, verify_disjoint
+    from massshift.data.split import split_facts, verify_disjoint
 
     rows = [{"fact_id": f"p{p}-{r}", "question": f"What is the {r} of person {p}?", "answers": [f"v{p}{r}"],
              "subject": f"person {p}", "relation": r, "object": f"v{p}{r}", "popularity": None}

@@ -15,9 +15,8 @@ import pytest
 from _score_tables import make_pair
 from scipy.stats import binomtest
 
-from massshift.categories import StateConfig, add_state_columns
-from massshift.schema import STATES, ScoreTableError
-from massshift.stats import (
+from massshift.analysis.states import StateConfig, add_state_columns
+from massshift.analysis.statistics import (
     StatsConfig,
     crossing_k,
     default_ks,
@@ -27,7 +26,8 @@ from massshift.stats import (
     summarise,
     support_counts,
 )
-from massshift.transitions import merge_models
+from massshift.analysis.transitions import merge_models
+from massshift.score.schema import STATES, ScoreTableError
 
 EPS = -math.log(0.05) / 128
 N_BOOT = 200
@@ -258,7 +258,7 @@ def test_empty_and_bad_config():
 
 
 def test_summarise_accepts_a_compare_config(merged, summary):
-    from massshift.report import CompareConfig
+    from massshift.report.compare import CompareConfig
 
     assert summarise(merged, CompareConfig(n_boot=N_BOOT, seed=0)) == summary
 

@@ -11,14 +11,14 @@ import os
 import pandas as pd
 import pytest
 
-from massshift.facts import load_facts
-from massshift.matching import relation_values
-from massshift.split import verify_disjoint
-from massshift.study import StudyConfig, prompt_candidates, split_study_facts
+from massshift.data.facts import load_facts
+from massshift.data.matching import relation_values
+from massshift.data.split import verify_disjoint
+from massshift.studies.countries import StudyConfig, prompt_candidates, split_study_facts
 
 
 def test_split_sizes_and_disjoint():
-    from massshift.realfacts import country_facts
+    from massshift.data.countries import country_facts
 
     parts = split_study_facts(country_facts(), StudyConfig())
     assert {k: len(v) for k, v in parts.items()} == {"test": 80, "val": 32, "train": 64}
@@ -44,7 +44,7 @@ def quick_run(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from massshift.study import run_study
+    from massshift.studies.countries import run_study
 
     out = tmp_path_factory.mktemp("study")
     summary = run_study(out, StudyConfig(quick=True, threads=1))
@@ -89,7 +89,7 @@ def test_quick_study_files_and_consistency(quick_run):
 
 
 def test_base_only_study_on_a_tiny_model(tmp_path, tiny_model_dir):
-    from massshift.study import run_study
+    from massshift.studies.countries import run_study
 
     summary = run_study(tmp_path, StudyConfig(quick=True, model=str(tiny_model_dir), base_only=True, threads=1))
     assert summary["base_only"] and summary["n_facts"]["test"] == 24

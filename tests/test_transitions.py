@@ -11,8 +11,14 @@ import pandas as pd
 import pytest
 from _score_tables import make_pair
 
-from massshift.schema import STATES, ScoreTableError
-from massshift.transitions import merge_models, model_view, row_normalise, state_shares, transition_matrix
+from massshift.analysis.transitions import (
+    merge_models,
+    model_view,
+    row_normalise,
+    state_shares,
+    transition_matrix,
+)
+from massshift.score.schema import STATES, ScoreTableError
 
 CASES = json.loads((Path(__file__).parent / "cases" / "transitions.json").read_text())["cases"]
 

@@ -9,12 +9,12 @@ import trl  # noqa: F401  (make test installs the trl extra; a missing trl must 
 import yaml
 
 from conftest import FACTS
-from massshift.prompts import PromptConfig
+from massshift.lm.prompts import PromptConfig
 from massshift.train.grpo import GRPOConfig
 
 
 def test_reward_function_cuts_at_the_terminator_and_matches():
-    from massshift.matching import MatchConfig
+    from massshift.data.matching import MatchConfig
     from massshift.train.trl_engine import massshift_reward
 
     fn = massshift_reward("\n", MatchConfig().matcher())

@@ -48,7 +48,7 @@ from transformers import (
 )
 
 from massshift.configio import ConfigIO
-from massshift.models import auto_threads
+from massshift.lm.loading import auto_threads
 from massshift.rundir import init_run_dir, write_json, write_text
 from massshift.synthetic.tokenizer import save_tokenizer
 from massshift.synthetic.world import load_world_tokenizer, split_documents

@@ -37,11 +37,11 @@ import pandas as pd
 import torch
 
 from massshift.configio import ConfigIO  # noqa: F401  (re-exported for the trainers)
-from massshift.generation import GenerationConfig, generate
-from massshift.matching import Matcher
-from massshift.prompts import PromptConfig, build_prompt, encode_prompt
+from massshift.data.matching import Matcher
+from massshift.lm.logprobs import pad_batch, positions_from_mask
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
+from massshift.lm.sampling import GenerationConfig, generate
 from massshift.rundir import write_text
-from massshift.scoring import pad_batch, positions_from_mask
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def check_facts(facts: pd.DataFrame, what: str = "facts") -> pd.DataFrame:
     missing = [c for c in FACT_COLUMNS if c not in facts.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; a facts table needs {list(FACT_COLUMNS)} "
-                         "(massshift.facts.load_facts makes one)")
+                         "(massshift.data.facts.load_facts makes one)")
     if len(facts) == 0:
         raise ValueError(f"{what} is empty")
     out = facts.reset_index(drop=True).copy()

@@ -1,7 +1,7 @@
 """A small GRPO trainer for zero-shot, one-hop, closed-book QA with a binary correctness reward.
 
 Each step draws ``batch_size`` questions, samples ``num_generations`` (G)
-completions per question with ``massshift.generation`` (one prompt pass per
+completions per question with ``massshift.lm.sampling`` (one prompt pass per
 question, seeded by (seed, step, fact_id)), rewards each completion 1/0 with
 ``matching.is_correct`` (or a user ``reward_fn``), turns rewards into group
 advantages and takes ``num_iterations`` clipped policy-gradient steps.
@@ -49,9 +49,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.generation import GenerationConfig, generate, stop_token_mask
-from massshift.matching import MatchConfig, Matcher, contains_reward, relation_values
-from massshift.prompts import PromptConfig
+from massshift.data.matching import MatchConfig, Matcher, contains_reward, relation_values
+from massshift.lm.prompts import PromptConfig
+from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
     ConfigIO,
@@ -97,7 +97,7 @@ class GRPOConfig(ConfigIO):
         seed: seeds data order, sampling and checkpoints' RNG state.
         save_every: write a checkpoint every this many steps (0: only the final model).
         eval_every: greedy accuracy on the eval facts every this many steps (0: only at start and end).
-        match_mode: ``exact`` or ``contains`` (massshift.matching).
+        match_mode: ``exact`` or ``contains`` (massshift.data.matching).
         max_words: under ``contains``, longer predictions are wrong.
         lora_r: LoRA rank (0: full fine-tuning).
         lora_alpha: LoRA alpha.
@@ -187,7 +187,7 @@ class LossParts:
 
 def rollout(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequence[list[int]], fact_ids: Sequence[str],
             answers: Sequence[list[str]], config: GRPOConfig, step: int, terminator: str = "\n") -> Rollout:
-    """Sample G completions per prompt (plus the greedy answer) with ``massshift.generation``."""
+    """Sample G completions per prompt (plus the greedy answer) with ``massshift.lm.sampling``."""
     g = config.num_generations
     gen_cfg = GenerationConfig(n_samples=g, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                                seed=derive_seed(config.seed, "rollout", step), max_rows=len(prompt_ids) * (g + 1))

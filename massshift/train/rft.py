@@ -2,7 +2,7 @@
 
 One round, as in the paper's RFT baseline (and STaR / rejection sampling
 fine-tuning, arXiv 2308.01825): sample ``n_samples`` completions per training
-question from the current model (``massshift.generation``, seeded by
+question from the current model (``massshift.lm.sampling``, seeded by
 (seed, fact_id)), keep those the matcher accepts, drop duplicates (identical
 token ids) per question, and run the SFT loop (``sft.train_on_examples``) on
 the kept (prompt, completion) pairs. The completion ids are the sampled ids
@@ -26,9 +26,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.generation import GenerationConfig, generate, stop_token_mask
-from massshift.matching import Matcher
-from massshift.prompts import PromptConfig
+from massshift.data.matching import Matcher
+from massshift.lm.prompts import PromptConfig
+from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json, write_parquet
 from massshift.train.common import TrainResult, check_facts, derive_seed, prompt_ids_for, torch_threads
 from massshift.train.sft import Example, SFTConfig, train_on_examples

@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.matching import MatchConfig
-from massshift.prompts import PromptConfig, build_prompt, continuation, encode_pair
+from massshift.data.matching import MatchConfig
+from massshift.lm.prompts import PromptConfig, build_prompt, continuation, encode_pair
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
     ConfigIO,
@@ -64,7 +64,7 @@ class SFTConfig(ConfigIO):
         save_every: checkpoint every this many steps (0: only the final model).
         eval_every: greedy accuracy on the eval facts every this many steps (0: start and end only).
         max_new_tokens: most generated tokens when evaluating (and, in RFT, sampling).
-        match_mode: ``exact`` or ``contains`` (massshift.matching), for evaluation.
+        match_mode: ``exact`` or ``contains`` (massshift.data.matching), for evaluation.
         max_words: under ``contains``, longer predictions are wrong.
         lora_r: LoRA rank (0: full fine-tuning).
         lora_alpha: LoRA alpha.

@@ -44,9 +44,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.generation import stop_token_mask
-from massshift.matching import extract_answer
-from massshift.prompts import PromptConfig, build_prompt
+from massshift.data.matching import extract_answer
+from massshift.lm.prompts import PromptConfig, build_prompt
+from massshift.lm.sampling import stop_token_mask
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import TrainLog, TrainResult, check_facts, save_training_figure, torch_threads
 from massshift.train.grpo import GRPOConfig, RewardFn

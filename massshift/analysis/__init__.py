@@ -1,0 +1,1 @@
+"""Analysis of score tables (no torch): states, transitions, estimators, statistics."""

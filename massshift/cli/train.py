@@ -1,0 +1,191 @@
+"""``massshift train rl|sft|rft`` and ``massshift baselines``: thin wrappers over massshift.train and baselines.
+
+Every field of a trainer's config dataclass can be set: from a YAML file
+(``--config``), from the named options below, or as ``--set field=value``
+(later wins). The run directory's config.yaml records the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from massshift.cli.app import NoProgress, Seed, Threads, _fail, _load_facts_or_fail, _pct, app
+
+train_app = typer.Typer(no_args_is_help=True, help="Built-in trainers (GRPO, SFT, RFT) that write checkpoints for compare.")
+app.add_typer(train_app, name="train")
+
+ModelArg = Annotated[str, typer.Argument(help="Checkpoint to train (any form `massshift score` loads).")]
+FactsOpt = Annotated[Path, typer.Option("--facts", "-f", help="Training facts file.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints/, final/, train_log.jsonl).")]
+EvalOpt = Annotated[Path | None, typer.Option("--eval-facts", help="Held-out facts for greedy accuracy during training.")]
+ConfigYaml = Annotated[Path | None, typer.Option("--config", help="YAML file of trainer settings.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any trainer setting as field=value (repeatable).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")]
+Steps = Annotated[int | None, typer.Option(help="Optimizer steps.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Questions (RL) or examples (SFT) per step.")]
+Lr = Annotated[float | None, typer.Option(help="AdamW learning rate.")]
+LoraR = Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (0: full fine-tuning).")]
+MatchOpt = Annotated[str | None, typer.Option("--match", help="exact or contains.")]
+MaxNew = Annotated[int | None, typer.Option("--max-new-tokens", help="Longest completion.")]
+SaveEvery = Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps (0: final only).")]
+EvalEvery = Annotated[int | None, typer.Option("--eval-every", help="Held-out greedy accuracy every N steps.")]
+ChatOpt = Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer's chat template.")]
+Instruction = Annotated[str, typer.Option(help="With --chat: a line before the question.")]
+
+
+def _settings(cls: Any, config: Path | None, named: dict[str, Any], sets: list[str] | None) -> Any:
+    """Build ``cls`` from YAML, then the named options that were given, then ``--set`` pairs."""
+    data: dict[str, Any] = {}
+    if config is not None:
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            _fail(f"{config}: expected a YAML mapping of {cls.__name__} settings")
+        data.update(loaded)
+    data.update({k: v for k, v in named.items() if v is not None})
+    for item in sets or []:
+        if "=" not in item:
+            _fail(f"--set expects field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        data[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    try:
+        return cls.from_dict(data)
+    except (ValueError, TypeError) as err:
+        _fail(str(err))
+
+
+def _load(model: str, threads: int | None) -> tuple[Any, Any]:
+    from massshift.lm.loading import ModelLoadError, load_model, set_threads
+
+    set_threads(threads)
+    try:
+        m, tok, _ = load_model(model)
+    except ModelLoadError as err:
+        _fail(str(err))
+    return m.train(), tok
+
+
+def _prompt(chat: bool, instruction: str) -> Any:
+    from massshift.lm.prompts import PromptConfig
+
+    return PromptConfig(chat=chat, instruction=instruction)
+
+
+def _report(result: Any) -> None:
+    log = result.log
+    typer.echo(f"final model: {result.final_path}")
+    for col in ("reward_mean", "eval_accuracy", "loss"):
+        if col in log.columns and log[col].notna().any():
+            vals = log[col].dropna()
+            typer.echo(f"{col}: {vals.iloc[0]:.3f} -> {vals.iloc[-1]:.3f}")
+
+
+@train_app.command("rl")
+def train_rl(
+    model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
+    set_: SetOpt = None, steps: Steps = None, batch_size: BatchSize = None,
+    num_generations: Annotated[int | None, typer.Option("--num-generations", "-G", help="Completions per question.")] = None,
+    lr: Lr = None, beta: Annotated[float | None, typer.Option(help="KL weight (0: no reference model).")] = None,
+    scale_rewards: Annotated[str | None, typer.Option("--scale-rewards", help="group or none (Dr. GRPO).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_new_tokens: MaxNew = None, save_every: SaveEvery = None, eval_every: EvalEvery = None,
+    match: MatchOpt = None, lora_r: LoraR = None, seed: Seed = 0, threads: Threads = None,
+    engine: Annotated[str, typer.Option(help="builtin, or trl (TRL's GRPOTrainer; needs the trl extra).")] = "builtin",
+    chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+) -> None:
+    """GRPO with a binary correctness reward (massshift.train.grpo; every GRPOConfig field is settable)."""
+    from massshift.train.grpo import GRPOConfig
+
+    named = {"steps": steps, "batch_size": batch_size, "num_generations": num_generations, "lr": lr, "beta": beta,
+             "scale_rewards": scale_rewards, "temperature": temperature, "max_new_tokens": max_new_tokens,
+             "save_every": save_every, "eval_every": eval_every, "match_mode": match, "lora_r": lora_r,
+             "seed": seed, "threads": threads}
+    cfg = _settings(GRPOConfig, config, named, set_)
+    train = _load_facts_or_fail(facts)
+    held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    if engine == "trl":
+        from massshift.train.trl_engine import train_grpo_trl
+
+        result = train_grpo_trl(model, train, out, cfg, prompt=_prompt(chat, instruction), progress=not no_progress)
+    elif engine == "builtin":
+        from massshift.train.grpo import train_grpo
+
+        m, tok = _load(model, threads)
+        result = train_grpo(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
+                            progress=not no_progress, resume=resume)
+    else:
+        _fail(f"--engine must be builtin or trl, got {engine!r}")
+    _report(result)
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
+    set_: SetOpt = None, epochs: Annotated[float | None, typer.Option(help="Passes over the examples.")] = None,
+    steps: Steps = None, batch_size: BatchSize = None, lr: Lr = None, lora_r: LoraR = None,
+    save_every: SaveEvery = None, eval_every: EvalEvery = None, seed: Seed = 0, threads: Threads = None,
+    chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+) -> None:
+    """Supervised fine-tuning on the gold answers (the paper's SFT baseline)."""
+    from massshift.train.sft import SFTConfig, train_sft
+
+    named = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "lora_r": lora_r,
+             "save_every": save_every, "eval_every": eval_every, "seed": seed, "threads": threads}
+    cfg = _settings(SFTConfig, config, named, set_)
+    m, tok = _load(model, threads)
+    held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    _report(train_sft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
+                      prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume))
+
+
+@train_app.command("rft")
+def train_rft_cmd(
+    model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
+    set_: SetOpt = None, n_samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples per question.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the kept samples.")] = None,
+    steps: Steps = None, batch_size: BatchSize = None, lr: Lr = None, lora_r: LoraR = None, seed: Seed = 0,
+    threads: Threads = None, chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Rejection-sampling fine-tuning: SFT on the model's own correct samples (the paper's RFT baseline)."""
+    from massshift.train.rft import RFTConfig, train_rft
+
+    named = {"n_samples": n_samples, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
+             "lora_r": lora_r, "seed": seed, "threads": threads}
+    cfg = _settings(RFTConfig, config, named, set_)
+    m, tok = _load(model, threads)
+    held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    _report(train_rft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
+                      prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume))
+
+
+@app.command()
+def baselines(
+    model: ModelArg, facts: Annotated[Path, typer.Option("--facts", "-f", help="Test facts.")],
+    train: Annotated[Path | None, typer.Option("--train", help="Train facts (the k-shot pool; never the test facts).")] = None,
+    out: OutOpt = Path("baselines"), config: ConfigYaml = None, set_: SetOpt = None,
+    n_samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples for majority vote.")] = None,
+    shots: Annotated[int | None, typer.Option(help="k for k-shot prompting.")] = None,
+    seed: Seed = 0, threads: Threads = None, chat: ChatOpt = False, instruction: Instruction = "",
+) -> None:
+    """Inference-time baselines: greedy, majority vote over n samples, k-shot prompting."""
+    from massshift.rundir import init_run_dir, write_csv, write_parquet
+    from massshift.studies.baselines import BaselineConfig, baseline_accuracy, run_baselines
+
+    cfg = _settings(BaselineConfig, config, {"n_samples": n_samples, "shots": shots, "seed": seed}, set_)
+    if train is None and "kshot" in cfg.methods:
+        _fail("k-shot needs --train (the shots come from the train facts, never from the test facts)")
+    m, tok = _load(model, threads)
+    m.eval()
+    init_run_dir(out, {"command": "baselines", "model": model, "facts": str(facts), "train": str(train),
+                       "baselines": cfg.to_dict()}, seed=seed)
+    results = run_baselines(m, tok, _load_facts_or_fail(facts), _load_facts_or_fail(train) if train else None, cfg,
+                            _prompt(chat, instruction))
+    table = baseline_accuracy(results, cfg)
+    write_parquet(out / "predictions.parquet", results)
+    write_csv(out / "accuracy.csv", table)
+    for row in table.itertuples():
+        typer.echo(f"{row.method:>12}: {_pct(row.accuracy)} [{_pct(row.ci_low)}, {_pct(row.ci_high)}] (n={row.n})")

@@ -1,0 +1,1 @@
+"""Facts: files and presets, answer matching, fact-level split and dedup, real fact sources."""

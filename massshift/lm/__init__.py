@@ -1,0 +1,1 @@
+"""Language models: loading checkpoints, prompts and prefill, log-probabilities, sampling, runtime."""

@@ -1,0 +1,1 @@
+"""Whole studies built from the library: the demo, the country study, attribution, baselines."""

@@ -1,0 +1,400 @@
+"""``massshift study smollm2-countries``: the paper's study on a real model and real facts, on a CPU.
+
+SmolLM2-135M-Instruct (``models.load_model("smollm2-135m")``, offline) on one-hop country facts
+(``realfacts.country_facts``). Stages, each reused when its settings are unchanged
+(``demo.run_stage``), all under one run directory ``OUT``:
+
+1. ``split/``: a fact-level split (``split.split_facts``) into held-out test facts and the rest,
+   and from the rest a validation split; ``n_test``, ``n_val`` and ``n_train`` facts are kept
+   (seeded), so the budget fixes the sizes;
+2. ``selection.csv``, ``choice.json``: the prompt format and matching mode, chosen on the
+   validation facts only by the base model's greedy accuracy (ties: the earlier candidate, so
+   ``exact`` before ``contains`` and no prefix before a prefix):
+   the plain ``Q:/A:`` template or the chat template with a one-line instruction, each with
+   and without per-relation answer prefixes (``prefill``, frozen into
+   ``PromptConfig.question_prefixes`` so trainers see them), matched ``exact`` or ``contains``;
+3. ``scores/base.parquet``: base scores on the test facts (samples, distractors);
+4. ``grpo/``, ``sft/``, ``rft/``: GRPO on the train facts and the SFT and RFT baselines with the
+   same budget (the same train facts, optimizer steps and questions per step); the reward is
+   the chosen matching with the anti-hedging rule (an answer naming another value of the
+   relation is wrong) under ``contains``;
+5. ``compare-grpo/``, ``compare-sft/``, ``compare-rft/``: ``report.write_compare_report`` of
+   each trained model against the base on the test facts;
+6. ``results.csv`` / ``results.md``: held-out greedy accuracy of every method with bootstrap CIs
+   and the relative gain over the base's greedy accuracy, with majority vote and k-shot of the
+   base (``demo.method_results``), like the paper's main table;
+7. ``summary.json``: sizes, the choice, timings, the GRPO transition matrix and redistribution.
+
+Hyper-parameters that were not tuned (the learning rates, steps, LoRA or full fine-tuning)
+are fixed in ``StudyConfig`` and written to ``config.yaml``; nothing is ever chosen on the
+test facts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from massshift.data.matching import contains_reward, relation_values
+from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
+from massshift.studies.demo import config_key, headline, method_results, run_stage
+
+logger = logging.getLogger(__name__)
+
+STUDIES = ("smollm2-countries",)
+RELATION_PREFIXES = {
+    "capital": "The capital of {subject} is",
+    "currency": "The currency of {subject} is the",
+    "official_language": "The official language of {subject} is",
+    "region": "{subject} is in",
+    "subregion": "{subject} is in the subregion of",
+}
+INSTRUCTION = "Answer with the name only."
+SYSTEM = "Answer briefly."
+
+
+def _grpo(quick: bool) -> Any:
+    from massshift.train.grpo import GRPOConfig
+
+    # 16 steps x 4 questions: each of the 64 train facts once. lr 2e-5, full fine-tuning: not tuned (one GRPO
+    # run fits the ~30 min CPU budget); LoRA (r 8) measured no faster per step on this CPU (20.0 vs 20.5 s for
+    # 4 questions x 4 completions), so full fine-tuning
+    return GRPOConfig(steps=4 if quick else 16, batch_size=4, num_generations=4, lr=2e-5, max_new_tokens=12,
+                      save_every=0, eval_every=0)
+
+
+def _sft(quick: bool) -> Any:
+    from massshift.train.sft import SFTConfig
+
+    return SFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12)
+
+
+def _rft(quick: bool) -> Any:
+    from massshift.train.rft import RFTConfig
+
+    return RFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of the study (written to OUT/config.yaml).
+
+    Attributes:
+        name: the study (``smollm2-countries``).
+        seed: one seed for the split, sampling and training.
+        quick: tiny sizes and runs (for the tests; a few minutes on one thread).
+        model: the checkpoint studied.
+        n_test, n_val, n_train: held-out test, validation and RL-train facts kept after the split.
+        n_samples: samples per fact when scoring the test facts (and for the majority vote).
+        distractors: values of the same relation scored per test fact (the ``chance`` criterion).
+        max_new_tokens: longest generated answer when scoring and selecting.
+        grpo, sft, rft: the trainer configs (None: the defaults above; SFT and RFT use GRPO's budget).
+        threads: torch CPU threads (None: the cores not already busy).
+        base_only: stop after choosing the prompt and scoring the base model (a second model family
+            where the CPU budget allows no training).
+    """
+
+    name: str = "smollm2-countries"
+    seed: int = 0
+    quick: bool = False
+    model: str = "smollm2-135m"
+    n_test: int = 80
+    n_val: int = 32
+    n_train: int = 64
+    n_samples: int = 6
+    distractors: int = 10
+    max_new_tokens: int = 16
+    grpo: Any = None
+    sft: Any = None
+    rft: Any = None
+    threads: int | None = None
+    base_only: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in STUDIES:
+            raise ValueError(f"unknown study {self.name!r}; known: {', '.join(STUDIES)}")
+        if self.quick and (self.n_test, self.n_val, self.n_train) == (80, 32, 64):
+            object.__setattr__(self, "n_test", 24)
+            object.__setattr__(self, "n_val", 16)
+            object.__setattr__(self, "n_train", 16)
+            object.__setattr__(self, "n_samples", 4)
+            object.__setattr__(self, "distractors", 5)
+        for f in ("n_test", "n_val", "n_train", "n_samples"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"StudyConfig.{f} must be >= 1, got {getattr(self, f)}")
+        q = self.quick
+        object.__setattr__(self, "grpo", replace(self.grpo or _grpo(q), seed=self.seed, threads=self.threads))
+        object.__setattr__(self, "sft", replace(self.sft or _sft(q), seed=self.seed, threads=self.threads))
+        object.__setattr__(self, "rft", replace(self.rft or _rft(q), seed=self.seed, threads=self.threads))
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+def split_study_facts(facts: pd.DataFrame, cfg: StudyConfig) -> dict[str, pd.DataFrame]:
+    """Fact-level split into test / validation / train, then seeded subsets of the sizes asked for."""
+    from massshift.data.split import split_facts, verify_disjoint
+
+    n = len(facts)
+    # a little more than asked on each side (overlap groups move whole), then seeded subsets
+    first = split_facts(facts, test_size=min(0.5, 1.2 * cfg.n_test / n), seed=cfg.seed)
+    rest = first.train
+    second = split_facts(rest, test_size=min(0.5, 1.2 * cfg.n_val / len(rest)), seed=cfg.seed + 1)
+    parts = {"test": first.test, "val": second.test, "train": second.train}
+    sizes = {"test": cfg.n_test, "val": cfg.n_val, "train": cfg.n_train}
+    out = {}
+    for name, df in parts.items():
+        if len(df) < sizes[name]:
+            raise ValueError(f"the {name} split has {len(df)} facts, fewer than the {sizes[name]} asked for")
+        out[name] = df.sample(n=sizes[name], random_state=cfg.seed).sort_index().reset_index(drop=True)
+    for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
+        overlaps = verify_disjoint(out[a], out[b])
+        if overlaps:
+            raise AssertionError(f"{a} and {b} overlap: {overlaps[:3]}")
+    return out
+
+
+def prompt_candidates(facts: pd.DataFrame) -> list[tuple[str, Any]]:
+    """(name, PromptConfig) candidates, in order of preference on ties; each is tried with both match modes."""
+    from massshift.lm.prompts import PromptConfig
+
+    prefixes = tuple(
+        (q, RELATION_PREFIXES[r].format(subject=s)) for q, s, r in
+        zip(facts["question"], facts["subject"], facts["relation"]) if r in RELATION_PREFIXES)
+    plain = PromptConfig()
+    chat = PromptConfig(chat=True, system=SYSTEM, instruction=INSTRUCTION)
+    return [("plain", plain), ("chat", chat), ("plain+prefix", replace(plain, question_prefixes=prefixes)),
+            ("chat+prefix", replace(chat, question_prefixes=prefixes))]
+
+
+def _score_config(cfg: StudyConfig, prompt: Any, mode: str, n_samples: int, distractors: int) -> Any:
+    from massshift.data.matching import MatchConfig
+    from massshift.lm.sampling import GenerationConfig
+    from massshift.score.table import ScoreConfig
+
+    return ScoreConfig(prompt=prompt, match=MatchConfig(mode=mode),
+                       generation=GenerationConfig(n_samples=n_samples, max_new_tokens=cfg.max_new_tokens,
+                                                   seed=cfg.seed), distractors=distractors)
+
+
+def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Greedy accuracy of the base model on the validation facts under each candidate prompt and match
+    mode (one greedy pass per prompt, judged both ways); the best wins, ties to the earlier candidate."""
+    from massshift.analysis.states import StateConfig
+    from massshift.data.matching import is_correct
+    from massshift.score.formats import format_summary
+    from massshift.score.table import score_facts
+
+    rows = []
+    for name, prompt in prompt_candidates(val):
+        if prompt.chat and not getattr(tok, "chat_template", None):
+            logger.info("candidate %s skipped: the tokenizer has no chat template", name)
+            continue
+        table = score_facts(model, tok, val, _score_config(cfg, prompt, "contains", 0, min(cfg.distractors, 5)),
+                            label="base", state_config=StateConfig(criterion="logprob"))
+        fmt = format_summary(table, StateConfig().threshold)
+        exact = [is_correct(g, list(a)) for g, a in zip(table["greedy"], table["answers"])]
+        for mode, correct in (("exact", exact), ("contains", list(table["greedy_correct"]))):
+            rows.append({"candidate": f"{name}/{mode}", "prompt": name, "match": mode,
+                         "val_accuracy": float(pd.Series(correct, dtype=float).mean()),
+                         "greedy_bare": fmt["greedy"]["bare"], "greedy_sentence": fmt["greedy"]["sentence"],
+                         "median_p_gold_greedy_correct": fmt["median_p_gold_greedy_correct"],
+                         "format_warning": bool(fmt.get("warning"))})
+            logger.info("candidate %s: validation greedy accuracy %.3f", rows[-1]["candidate"], rows[-1]["val_accuracy"])
+    sel = pd.DataFrame(rows)
+    best = int(sel["val_accuracy"].to_numpy().argmax())  # first maximum: earlier candidates win ties
+    choice = {"candidate": str(sel["candidate"].iloc[best]), "prompt": str(sel["prompt"].iloc[best]),
+              "match": str(sel["match"].iloc[best]), "val_accuracy": float(sel["val_accuracy"].iloc[best]),
+              "rule": "highest base greedy accuracy on the validation facts; ties go to the earlier candidate",
+              "n_val": len(val)}
+    return sel, choice
+
+
+def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
+    from massshift.analysis.states import StateConfig
+    from massshift.data.countries import country_facts
+    from massshift.data.facts import load_facts, save_facts
+    from massshift.lm.loading import load_model, set_threads
+    from massshift.report.compare import CompareConfig, write_compare_report
+    from massshift.score.table import score_facts
+    from massshift.studies.baselines import BaselineConfig
+    from massshift.train.grpo import train_grpo
+    from massshift.train.rft import train_rft
+    from massshift.train.sft import train_sft
+
+    cfg = config or StudyConfig()
+    out = Path(out)
+    start = time.perf_counter()
+    threads = set_threads(cfg.threads)
+    init_run_dir(out, {"command": "study", "study": cfg, "threads": threads}, seed=cfg.seed, device="cpu")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, key: str, fn: Any) -> Path:
+        t = time.perf_counter()
+        d = run_stage(out, name, key, fn)
+        timings[name] = round(time.perf_counter() - t, 1)
+        return d
+
+    facts = country_facts()
+    # the facts' content is in the key: a changed alias table must not reuse a stale split
+    k_split = config_key([facts[["fact_id", "question", "answers"]].to_dict("records"), cfg.seed, cfg.n_test,
+                          cfg.n_val, cfg.n_train])
+
+    def do_split(d: Path) -> None:
+        parts = split_study_facts(facts, cfg)
+        for name, df in parts.items():
+            save_facts(df, d / f"{name}.jsonl")
+        write_json(d / "sizes.json", {name: len(df) for name, df in parts.items()} | {"pool": len(facts)})
+
+    split_dir = timed("split", k_split, do_split)
+    train, val, test = (load_facts(split_dir / f"{n}.jsonl") for n in ("train", "val", "test"))
+    everything = pd.concat([train, val, test], ignore_index=True)
+
+    model, tok, info = load_model(cfg.model)
+    base_key = f"{info.weights_hash}:{info.vocab_hash}"
+    t = time.perf_counter()
+    choice_path = out / "choice.json"
+    k_choice = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, "v1"])
+    if choice_path.exists() and _read_json(choice_path).get("key") == k_choice:
+        choice = _read_json(choice_path)
+    else:
+        selection, choice = choose_prompt(model, tok, val, cfg)
+        write_csv(out / "selection.csv", selection)
+        choice["key"] = k_choice
+        write_json(choice_path, choice)
+    timings["selection"] = round(time.perf_counter() - t, 1)
+    prompt = dict(prompt_candidates(everything))[choice["prompt"]]
+    mode = choice["match"]
+    logger.info("chosen on validation: %s (accuracy %.3f)", choice["candidate"], choice["val_accuracy"])
+    score_cfg = _score_config(cfg, prompt, mode, cfg.n_samples, cfg.distractors)
+    states = StateConfig(criterion="auto")
+
+    def score(m: Any, tk: Any, key: str, label: str) -> pd.DataFrame:
+        return score_facts(m, tk, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache",
+                           state_config=states)
+
+    t = time.perf_counter()
+    base_scores = score(model, tok, base_key, "base")
+    timings["score_base"] = round(time.perf_counter() - t, 1)
+    del model
+    if cfg.base_only:
+        return _base_only_summary(out, cfg, threads, timings, start, facts, train, val, test, choice, base_scores)
+    reward = contains_reward(relation_values(everything)) if mode == "contains" else None
+    trainers = {
+        "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
+        "sft": (train_sft, replace(cfg.sft, match_mode=mode), {}),
+        "rft": (train_rft, replace(cfg.rft, match_mode=mode),
+                {"matcher": (lambda t, a: reward(t, a) > 0) if reward else None}),
+    }
+    scores = {"base": base_scores}
+    for name, (fn, tcfg, extra) in trainers.items():
+        key = config_key([k_split, base_key, choice["candidate"], mode, tcfg, name])
+
+        def do_train(d: Path, fn: Any = fn, tcfg: Any = tcfg, extra: Any = extra) -> None:
+            m, tk, _ = load_model(cfg.model)
+            m.train()
+            fn(m, tk, train, d, tcfg, eval_facts=val, prompt=prompt, progress=progress, **extra)
+
+        run_dir = timed(name, key, do_train)
+        t = time.perf_counter()
+        m, tk, inf = load_model(str(run_dir / "final"))
+        scores[name] = score(m, tk, f"{inf.weights_hash}:{inf.vocab_hash}", name)
+        del m
+        timings[f"score_{name}"] = round(time.perf_counter() - t, 1)
+    for name, table in scores.items():
+        write_parquet(out / "scores" / f"{name}.parquet", table)
+    t = time.perf_counter()
+    summaries = {}
+    for name in trainers:
+        ccfg = CompareConfig(criterion="auto", n=128, alpha=0.05, seed=cfg.seed, rl_label=name)
+        summaries[name] = write_compare_report(
+            base_scores, scores[name], out / f"compare-{name}", ccfg,
+            extra_config={"command": "study", "trained": name, "study_dir": str(out), "score": score_cfg},
+            seed=cfg.seed)
+    timings["compare"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,
+                          shots=3, seed=cfg.seed, match_mode=mode)
+    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT"}
+    results = method_results(cfg.model, train, test, {labels[k]: v for k, v in scores.items()}, bcfg, prompt)
+    results = with_relative_gain(results, labels["base"])
+    write_csv(out / "results.csv", results)
+    timings["baselines"] = round(time.perf_counter() - t, 1)
+    timings["total"] = round(time.perf_counter() - start, 1)
+    g = summaries["grpo"]
+    summary = {
+        "study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads, "timings_s": timings,
+        "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
+        "choice": {k: v for k, v in choice.items() if k != "key"},
+        "results": results.to_dict(orient="records"),
+        "headline": {name: headline(s) for name, s in summaries.items()},
+        "grpo_transitions": g["transitions"], "grpo_redistribution": g["redistribution"],
+        "formats": {name: s.get("formats") for name, s in summaries.items()},
+    }
+    write_json(out / "summary.json", summary)
+    write_text(out / "results.md", results_markdown(summary))
+    return summary
+
+
+def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[str, float], start: float,
+                       facts: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
+                       choice: dict[str, Any], base_scores: pd.DataFrame) -> dict[str, Any]:
+    from massshift.analysis.states import StateConfig
+    from massshift.score.formats import format_summary
+    from massshift.studies.baselines import accuracy_table
+
+    write_parquet(out / "scores" / "base.parquet", base_scores)
+    results = accuracy_table({"base, zero-shot greedy": base_scores["greedy_correct"]}, seed=cfg.seed)
+    results["relative_gain"] = 0.0
+    write_csv(out / "results.csv", results)
+    timings["total"] = round(time.perf_counter() - start, 1)
+    summary = {"study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads, "timings_s": timings,
+               "base_only": True,
+               "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
+               "choice": {k: v for k, v in choice.items() if k != "key"},
+               "results": results.to_dict(orient="records"),
+               "states": {str(k): int(v) for k, v in base_scores["state"].value_counts().items()},
+               "formats": format_summary(base_scores, StateConfig().threshold)}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def with_relative_gain(results: pd.DataFrame, base_method: str) -> pd.DataFrame:
+    """``results`` with ``relative_gain`` = accuracy / the base's greedy accuracy - 1 (NaN when it is 0)."""
+    base = float(results.loc[results["method"] == base_method, "accuracy"].iloc[0])
+    out = results.copy()
+    out["relative_gain"] = out["accuracy"] / base - 1 if base > 0 else float("nan")
+    return out
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The main table (held-out greedy accuracy, CIs, relative gain) and the GRPO transitions, as markdown."""
+    n = summary["n_facts"]
+    lines = [f"# {summary['study']}: {summary['model']}, seed {summary['seed']}", "",
+             f"Facts: {n['train']} RL-train, {n['val']} validation, {n['test']} held-out test (pool {n['pool']}); "
+             f"prompt and matching chosen on validation: `{summary['choice']['candidate']}` "
+             f"(validation accuracy {100 * summary['choice']['val_accuracy']:.1f}%).", "",
+             "| method | held-out accuracy | 95% CI | relative gain |", "|---|---|---|---|"]
+    for row in summary["results"]:
+        lines.append(f"| {row['method']} | {100 * row['accuracy']:.1f}% | [{100 * row['ci_low']:.1f}, "
+                     f"{100 * row['ci_high']:.1f}] | {100 * row['relative_gain']:+.1f}% |")
+    red = summary["grpo_redistribution"]
+    lines += ["", f"GRPO: {red['n_new_greedy']} facts became greedy-correct, {red['from_tail']} of them "
+              f"tail-correct in the base and {red['from_absent']} absent (criterion `{red['criterion']}`).", "",
+              "| base \\ GRPO | greedy-correct | tail-correct | absent |", "|---|---|---|---|"]
+    for b, row in summary["grpo_transitions"].items():
+        lines.append(f"| {b} | " + " | ".join(str(v) for v in row.values()) + " |")
+    return "\n".join(lines) + "\n"
