@@ -8,7 +8,8 @@ import torch
 from conftest import FACTS
 from massshift.data.matching import extract_answer
 from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
-from massshift.lm.sampling import GenerationConfig, fact_seed, generate, stop_token_mask
+from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
+from massshift.seeds import fact_seed
 
 
 @pytest.fixture()
@@ -91,10 +92,11 @@ def test_top_p_keeps_only_the_nucleus(tokenizer, tiny_model, prompts):
 
 
 def test_fact_seed_is_stable():
-    assert fact_seed(0, "a") == fact_seed(0, "a")
-    assert fact_seed(0, "a") != fact_seed(1, "a")
-    assert fact_seed(0, "a") != fact_seed(0, "b")
-    assert 0 <= fact_seed(123, "x") < 2**63
+    # Pinned values (computed once with the SHA-256 definition): a change of platform, Python or code that
+    # moved them would silently change every cached sample.
+    assert fact_seed(0, "a") == 1077136973958522558
+    assert fact_seed(1, "a") == 768580517314736035
+    assert fact_seed(123, "x") == 146540725894844230
 
 
 def test_config_validation():

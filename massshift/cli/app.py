@@ -175,7 +175,7 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     share = len(facts) if shard is None else -(-len(facts) // shard.count)
     what = f"scoring {label}" + (f" (shard {shard.index + 1}/{shard.count})" if shard else "")
     with progress_bar(share, what, enabled=(progress or None) and launch.shard.is_main) as advance:
-        plan = score_to_cache(model, tok, facts, config, model_key=f"{info.weights_hash}:{info.vocab_hash}",
+        plan = score_to_cache(model, tok, facts, config, model_key=info.cache_key,
                               cache_dir=cache_dir, shard=shard, on_facts=advance)
     del model
     gc.collect()

@@ -77,6 +77,11 @@ class ModelInfo:
     base: str | None  # the base spec of a PEFT adapter, else None
     config_hash: str  # sha256 of the model config without load-location entries; 16 hex
 
+    @property
+    def cache_key(self) -> str:
+        """What a score cache is keyed by: the weights and the vocabulary (not where they were loaded from)."""
+        return f"{self.weights_hash}:{self.vocab_hash}"
+
 
 @dataclasses.dataclass(frozen=True)
 class _Options:

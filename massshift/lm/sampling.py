@@ -16,7 +16,6 @@ Temperature 0 makes every sample row greedy.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import torch
 
 from massshift.data.matching import extract_answer
 from massshift.lm.logprobs import forward_cached, run_prompts
+from massshift.seeds import fact_seed
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,6 @@ class Generations:
     greedy_ids: list[int]
     sample_ids: list[list[int]]  # generated token ids of each sample, stop token included
     truncated: int  # rows that hit max_new_tokens without a terminator
-
-
-def fact_seed(seed: int, fact_id: str) -> int:
-    """A 63-bit seed from (seed, fact_id), stable across runs and platforms."""
-    digest = hashlib.sha256(f"{seed}\x1f{fact_id}".encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 _STOP_CACHE: dict[tuple[int, int, str, tuple[int, ...]], tuple[Any, torch.Tensor]] = {}

@@ -27,7 +27,6 @@ Rules of :func:`draw_distractors`:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from massshift.data.matching import normalize
+from massshift.seeds import fact_rng
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +72,6 @@ def group_keys(facts: pd.DataFrame) -> list[str]:
     return keys
 
 
-def _fact_seed(seed: int, fact_id: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\x00{fact_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
 def draw_distractors(facts: pd.DataFrame, k: int = 20, seed: int = 0) -> list[list[str]]:
     """Per fact (in row order), up to ``k`` distractor answers (see the module docstring for the rules).
 
@@ -104,7 +99,7 @@ def draw_distractors(facts: pd.DataFrame, k: int = 20, seed: int = 0) -> list[li
     for fid, key, ans in zip(facts["fact_id"], keys, answers):
         forms, values = pool_lists.get(key, ([], []))
         own = {normalize(str(a)) for a in ans}
-        rng = _fact_seed(seed, str(fid))
+        rng = fact_rng(seed, str(fid))
         # drawing k + |aliases| distinct values leaves at least k after removing this fact's own
         # (each alias matches at most one pool entry: the pool is deduplicated by normalised form)
         take = min(len(forms), k + len(own))

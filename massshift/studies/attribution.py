@@ -20,7 +20,6 @@ made from finished runs, the figure and the report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from massshift.seeds import derive_seed32
 
 BUCKETS: tuple[str, ...] = ("inaccessible", "rare", "medium", "frequent", "greedy-correct")
 BUCKET_COLORS: dict[str, str] = dict(zip(BUCKETS, ("#999999", "#E69F00", "#56B4E9", "#009E73", "#0072B2")))
@@ -83,11 +84,6 @@ def bucket_sizes(buckets: pd.Series) -> pd.DataFrame:
                           "share": int(counts.get(b, 0)) / total if total else math.nan} for b in BUCKETS])
 
 
-def stable_seed(*parts: object) -> int:
-    """A 32-bit seed from any parts (for numpy generators), stable across runs and platforms."""
-    return int(hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One GRPO run of the attribution study: ``kind`` is bucket, mixed or loo (leave ``bucket`` out)."""
@@ -123,7 +119,7 @@ def plan_runs(buckets: pd.DataFrame, sample_size: int, seeds: tuple[int, ...], m
         sample: dict[str, list[str]] = {}
         for b in used:
             ids = sorted(buckets.loc[buckets["bucket"] == b, "fact_id"].astype(str))
-            rng = np.random.default_rng(stable_seed(seed, "bucket-sample", b))
+            rng = np.random.default_rng(derive_seed32(seed, "bucket-sample", b))
             sample[b] = [ids[i] for i in sorted(rng.choice(len(ids), size=k, replace=False))]
         for b in used:
             specs.append(RunSpec(f"bucket-{b}-s{seed}", "bucket", b, seed, tuple(sample[b])))

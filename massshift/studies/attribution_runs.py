@@ -34,6 +34,7 @@ import pandas as pd
 from massshift.lm.prompts import PromptConfig
 from massshift.progress import progress_bar
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
+from massshift.seeds import derive_seed32
 from massshift.studies.attribution import (
     BucketBounds,
     RunSpec,
@@ -47,7 +48,6 @@ from massshift.studies.attribution import (
     plan_runs,
     plot_attribution,
     report_markdown,
-    stable_seed,
     tracin_buckets,
     transition_summary,
     zero_signal_table,
@@ -183,7 +183,7 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
 
     d = out / "runs" / spec.name
     grpo = dataclasses.replace(cfg.grpo, seed=spec.seed)
-    key = stable_seed(dump([base_key, grpo.to_dict(), spec.fact_ids, list(test["fact_id"]), cfg.score_batch_size,
+    key = derive_seed32(dump([base_key, grpo.to_dict(), spec.fact_ids, list(test["fact_id"]), cfg.score_batch_size,
                             *([cfg.prompt.to_dict()] if cfg.prompt != PromptConfig() else [])]))
     done = d / "result.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
@@ -254,7 +254,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     init_run_dir(out, {"command": "attribute", "base": base, "attribution": cfg, "threads": n_threads,
                        "n_train": len(train), "n_test": len(test)}, seed=cfg.seed, device="cpu")
     model, tok, info = load_model(base)
-    base_key = f"{info.weights_hash}:{info.vocab_hash}"
+    base_key = info.cache_key
     with progress_bar(len(train), "base samples (train)", enabled=progress) as adv:
         train_scores = score_facts(model, tok, train, _score_config(cfg, cfg.n_samples), label="base",
                                    model_key=base_key, cache_dir=out / "cache", state_config=_state_config(),

@@ -36,7 +36,8 @@ import torch
 from massshift.data.matching import MatchConfig, normalize
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate
-from massshift.train.common import ConfigIO, check_facts, derive_seed, prompt_ids_for
+from massshift.seeds import derive_seed
+from massshift.train.common import ConfigIO, check_facts, prompt_ids_for
 
 logger = logging.getLogger(__name__)
 

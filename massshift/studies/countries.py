@@ -258,7 +258,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     everything = pd.concat([train, val, test], ignore_index=True)
 
     model, tok, info = load_model(cfg.model)
-    base_key = f"{info.weights_hash}:{info.vocab_hash}"
+    base_key = info.cache_key
     t = time.perf_counter()
     choice_path = out / "choice.json"
     k_choice = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, "v1"])
@@ -305,7 +305,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
         run_dir = timed(name, key, do_train)
         t = time.perf_counter()
         m, tk, inf = load_model(str(run_dir / "final"))
-        scores[name] = score(m, tk, f"{inf.weights_hash}:{inf.vocab_hash}", name)
+        scores[name] = score(m, tk, inf.cache_key, name)
         del m
         timings[f"score_{name}"] = round(time.perf_counter() - t, 1)
     for name, table in scores.items():

@@ -177,7 +177,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
 
     def score(model_dir: Path, label: str) -> pd.DataFrame:
         model, tok, info = load_model(str(model_dir))
-        return score_facts(model, tok, test, score_cfg, label=label, model_key=f"{info.weights_hash}:{info.vocab_hash}",
+        return score_facts(model, tok, test, score_cfg, label=label, model_key=info.cache_key,
                            cache_dir=out / "cache", state_config=states)
 
     base_dir = pre_dir

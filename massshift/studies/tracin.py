@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 
 from massshift.lm.prompts import PromptConfig, encode_facts
-from massshift.train.common import check_facts, completion_logprobs, derive_seed, prompt_ids_for
+from massshift.seeds import derive_seed
+from massshift.train.common import check_facts, completion_logprobs, prompt_ids_for
 from massshift.train.grpo import GRPOConfig, RewardFn, group_advantages, policy_loss, rewards, rollout
 
 logger = logging.getLogger(__name__)

@@ -49,6 +49,7 @@ from transformers import (
 
 from massshift.configio import ConfigIO
 from massshift.lm.loading import auto_threads
+from massshift.progress import progress_bar
 from massshift.rundir import init_run_dir, write_json, write_text
 from massshift.synthetic.tokenizer import save_tokenizer
 from massshift.synthetic.world import load_world_tokenizer, split_documents
@@ -230,15 +231,6 @@ def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def _progress_bar() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        TimeRemainingColumn(),
-    )
-
-
 def pretrain_corpus(
     corpus: str | list[str],
     tokenizer: PreTrainedTokenizerBase,
@@ -281,12 +273,8 @@ def pretrain_corpus(
         result = PretrainResult(out_dir=out, n_params=n_params, n_corpus_tokens=n_corpus_tokens)
         log_rows: list[dict[str, Any]] = []
         blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
-        bar = _progress_bar() if progress else None
-        task = bar.add_task("", total=total) if bar is not None else None
-        if bar is not None:
-            bar.start()
         loop_start, tokens_seen = time.perf_counter(), 0
-        try:
+        with progress_bar(total, "pretrain", unit="steps", enabled=progress) as advance:
             for step in range(total):
                 if cursor + cfg.batch_size > len(blocks):
                     blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
@@ -309,14 +297,10 @@ def pretrain_corpus(
                     "step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                     "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
                 })
-                if bar is not None:
-                    bar.update(task, advance=1, description=f"loss {loss_value:.3f}  {tokens_seen / elapsed:,.0f} tok/s")
+                advance(1, status=f"loss {loss_value:.3f}  {tokens_seen / elapsed:,.0f} tok/s")
                 if (step + 1) % cfg.log_every == 0 or step + 1 == total:
                     logger.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step + 1, total, loss_value, lr,
                                 tokens_seen / elapsed)
-        finally:
-            if bar is not None:
-                bar.stop()
         loop_s = time.perf_counter() - loop_start
         result.steps = total
         result.tokens_per_s = tokens_seen / loop_s if loop_s > 0 else float("nan")

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,9 @@ from massshift.data.matching import Matcher
 from massshift.lm.logprobs import pad_batch, positions_from_mask
 from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
 from massshift.lm.sampling import GenerationConfig, generate
+from massshift.progress import progress_bar
 from massshift.rundir import write_text
+from massshift.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,6 @@ def check_facts(facts: pd.DataFrame, what: str = "facts") -> pd.DataFrame:
     if any(len(a) == 0 for a in out["answers"]):
         raise ValueError(f"{what}: every fact needs at least one answer")
     return out
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (e.g. (seed, step)), stable across runs and platforms."""
-    text = "\x1f".join(str(p) for p in parts)
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
@@ -94,14 +89,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(prev)
-
-
-def progress_bar(label: str) -> Any:
-    """A rich progress bar whose description field carries live metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                    TimeRemainingColumn())
 
 
 def prompt_ids_for(tokenizer: Any, questions: Sequence[str], prompt: PromptConfig) -> list[list[int]]:
@@ -337,12 +324,8 @@ def training_loop(*, model: Any, tokenizer: Any, optimizer: torch.optim.Optimize
     if eval_fn is not None and start == 0:
         first = eval_fn()
         log.append({"step": 0, "eval_accuracy": first})
-    bar = progress_bar(label) if progress else None
-    task = bar.add_task("", total=steps, completed=start) if bar is not None else None
     t0 = time.perf_counter()
-    if bar is not None:
-        bar.start()
-    try:
+    with progress_bar(steps, label, unit="steps", enabled=progress, completed=start) as advance:
         for s in range(start, steps):
             row = step_fn(s)
             done = s + 1
@@ -352,10 +335,6 @@ def training_loop(*, model: Any, tokenizer: Any, optimizer: torch.optim.Optimize
             logger.debug("%s step %d: %s", label, done, row)
             if save_every and done % save_every == 0:
                 save_checkpoint(model, tokenizer, optimizer, done, out)
-            if bar is not None:
-                extra = f" eval {row['eval_accuracy']:.3f}" if "eval_accuracy" in row else ""
-                bar.update(task, advance=1, description=f"{show} {row.get(show, float('nan')):.3f}{extra}")
-    finally:
-        if bar is not None:
-            bar.stop()
+            extra = f" eval {row['eval_accuracy']:.3f}" if "eval_accuracy" in row else ""
+            advance(1, status=f"{show} {row.get(show, float('nan')):.3f}{extra}")
     return LoopResult(start=start if ckpt is not None else 0, seconds=time.perf_counter() - t0, first_eval=first)

@@ -53,6 +53,7 @@ from massshift.data.matching import MatchConfig, Matcher, contains_reward, relat
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json
+from massshift.seeds import derive_seed
 from massshift.train.common import (
     ConfigIO,
     TrainLog,
@@ -61,7 +62,6 @@ from massshift.train.common import (
     batch_indices,
     check_facts,
     completion_logprobs,
-    derive_seed,
     greedy_accuracy,
     make_optimizer,
     prompt_ids_for,

@@ -30,7 +30,8 @@ from massshift.data.matching import Matcher
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json, write_parquet
-from massshift.train.common import TrainResult, check_facts, derive_seed, prompt_ids_for, torch_threads
+from massshift.seeds import derive_seed
+from massshift.train.common import TrainResult, check_facts, prompt_ids_for, torch_threads
 from massshift.train.sft import Example, SFTConfig, train_on_examples
 
 logger = logging.getLogger(__name__)
