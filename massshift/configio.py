@@ -43,3 +43,19 @@ class ConfigIO:
     def to_yaml(self, path: str | os.PathLike[str]) -> Path:
         """Write the config as YAML (atomically)."""
         return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def help_field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
+    """A dataclass field carrying its help text: the one place an option is documented; the CLI reads it
+    with ``field_help``. ``default_factory`` and other ``dataclasses.field`` arguments pass through."""
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def field_help(cls: Any, name: str) -> str:
+    """The help text of field ``name`` of config dataclass ``cls`` (an error if the field has none)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if "help" not in f.metadata:
+                raise KeyError(f"{cls.__name__}.{name} has no help text: declare it with help_field(...)")
+            return str(f.metadata["help"])
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
