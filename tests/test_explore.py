@@ -14,13 +14,14 @@ import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
 
+from massshift.analysis.estimators import StatsConfig
 from massshift.analysis.states import StateConfig, assign_states
 from massshift.analysis.transitions import state_shares
 from massshift.report import explore, plots
 from massshift.report.compare import CompareConfig, load_compare_run, write_compare_report
 from massshift.score.schema import STATES, ScoreTableError
 
-CFG = CompareConfig(n_boot=200, seed=0)
+CFG = CompareConfig(stats=StatsConfig(n_boot=200, seed=0))
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import pytest
 from _score_tables import make_pair
 
 from conftest import FACTS
+from massshift.analysis.estimators import StatsConfig
 from massshift.report import plots
 from massshift.report.compare import CompareConfig, write_compare_report
 
@@ -44,7 +45,7 @@ def build_runs(root: Path, model, tokenizer) -> dict[str, str]:
     base, rls = make_pair(n=200, seed=0, n_rl=3)
     compare = root / "compare"
     write_compare_report(base, [(f"step-{10 * (i + 1)}", t) for i, t in enumerate(rls)], compare,
-                         CompareConfig(n_boot=200), figures=False)
+                         CompareConfig(stats=StatsConfig(n_boot=200)), figures=False)
 
     facts = facts_from_records(FACTS)
     grpo = root / "grpo"

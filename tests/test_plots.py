@@ -10,6 +10,7 @@ import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
 
+from massshift.analysis.estimators import StatsConfig
 from massshift.analysis.states import add_state_columns
 from massshift.analysis.statistics import pass_at_k_curve, sensitivity
 from massshift.analysis.transitions import merge_models, state_shares, transition_matrix
@@ -95,7 +96,7 @@ def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
     (test_report draws the full set, PNG and PDF, for a sampled trajectory run.)
     """
     base, (rl,) = make_pair(n=40, seed=2, n_samples=0)
-    write_compare_report(base, rl, tmp_path, CompareConfig(n_boot=50), figures=False)
+    write_compare_report(base, rl, tmp_path, CompareConfig(stats=StatsConfig(n_boot=50)), figures=False)
     assert not (tmp_path / "figures").exists()
     out = plots.draw_all(tmp_path, formats=("png",))
     assert sorted(p.name for p in out) == sorted(
@@ -110,7 +111,7 @@ def test_exposure_and_gold_rank_figures_from_a_chance_run(tmp_path):
 
     base, (rl,) = make_pair(n=60, seed=3, n_samples=0)
     summary = write_compare_report(with_distractors(base, 1), with_distractors(rl, 2), tmp_path,
-                                   CompareConfig(n_boot=50), figures=False)
+                                   CompareConfig(stats=StatsConfig(n_boot=50)), figures=False)
     assert summary["criterion"] == "chance"
     figs = plots.figures_of(tmp_path)
     assert {"transitions", "transitions_logprob", "exposure_shares", "gold_rank"} <= set(figs)

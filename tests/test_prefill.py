@@ -180,11 +180,12 @@ def test_question_prefixes_reach_every_prompt_builder(tokenizer):
 
 
 def test_compare_report_states_formats_warning_and_criterion(tmp_path):
+    from massshift.analysis.estimators import StatsConfig
     from massshift.report.compare import CompareConfig, write_compare_report
 
     base = _table(["The capital of Cuba is Havana."] * 2 + ["Cuba is an island in the Caribbean."] * 2, [-8.0] * 4)
     rl = _table(["Havana."] * 3 + ["Cuba is an island in the Caribbean."], [-8.0] * 3 + [-9.0])
-    summary = write_compare_report(base, rl, tmp_path, CompareConfig(n_boot=50), figures=False)
+    summary = write_compare_report(base, rl, tmp_path, CompareConfig(stats=StatsConfig(n_boot=50)), figures=False)
     assert summary["criterion"] == "sampling"
     fm = summary["formats"]
     assert fm["base"]["greedy"]["sentence"] == 1.0 and fm["rl"]["greedy"]["bare"] == 0.75

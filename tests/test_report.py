@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 from _score_tables import make_pair
 
+from massshift.analysis.estimators import StatsConfig
+from massshift.analysis.states import StateConfig
 from massshift.report.compare import CompareConfig, CompareRun, load_compare_run, write_compare_report
 from massshift.score.schema import STATES, ScoreTableError
 
 EPS = -math.log(0.05) / 128
-CFG = CompareConfig(n_boot=200, seed=0, base_label="base", rl_label="rl")
+CFG = CompareConfig(stats=StatsConfig(n_boot=200, seed=0), base_label="base", rl_label="rl")
 FIGURES = ("transitions", "transitions_sampling", "logp_scatter", "logp_shift", "state_shares",
            "redistribution_vs_eps", "pass_at_k", "trajectory")
 
@@ -56,7 +58,7 @@ def test_run_dir_holds_every_file(run):
         assert img.shape[0] > 100 and img.std() > 0.01, name  # not a single colour
     run_ = load_compare_run(out)
     assert isinstance(run_, CompareRun)
-    assert run_.config["facts"] == "synthetic" and run_.config["compare"]["n_boot"] == 200
+    assert run_.config["facts"] == "synthetic" and run_.config["compare"]["stats"]["n_boot"] == 200
     assert run_.config["checkpoints"] == {"base": "base", "rl": ["step-1", "step-2"]}
     assert list(run_.trajectory["checkpoint"].unique()) == ["base", "step-1", "step-2"]
     assert json.loads((out / "env.json").read_text())["seed"] == 0
@@ -140,7 +142,7 @@ def test_same_seed_gives_byte_identical_summary(tables, tmp_path, run):
     out, _ = run
     write_compare_report(base, [("step-1", rls[0]), ("step-2", rls[1])], tmp_path / "a", CFG, figures=False)
     write_compare_report(base, [("step-1", rls[0]), ("step-2", rls[1])], tmp_path / "b",
-                         CompareConfig(n_boot=200, seed=7), seed=0, figures=False)
+                         CompareConfig(stats=StatsConfig(n_boot=200, seed=7)), seed=0, figures=False)
     first = (out / "summary.json").read_bytes()
     assert (tmp_path / "a" / "summary.json").read_bytes() == first
     assert (tmp_path / "b" / "summary.json").read_bytes() == first
@@ -149,7 +151,7 @@ def test_same_seed_gives_byte_identical_summary(tables, tmp_path, run):
 
 def test_single_rl_table_uses_rl_label_and_no_trajectory(tables, tmp_path):
     base, rls = tables
-    summary = write_compare_report(base, rls[0], tmp_path, CompareConfig(n_boot=50, rl_label="grpo"), figures=False)
+    summary = write_compare_report(base, rls[0], tmp_path, CompareConfig(stats=StatsConfig(n_boot=50), rl_label="grpo"), figures=False)
     assert summary["labels"] == {"base": "base", "rl": "grpo"} and summary["checkpoints"] == ["grpo"]
     assert not (tmp_path / "trajectory.csv").exists()
     assert load_compare_run(tmp_path).trajectory is None
@@ -171,7 +173,7 @@ def test_empty_table_and_bad_config_raise_clear_errors(tables, tmp_path):
     with pytest.raises(ScoreTableError, match="lacks column"):
         write_compare_report(base.drop(columns=["logp_gold"]), rls[0], tmp_path, CFG, figures=False)
     with pytest.raises(ValueError, match="StateConfig.alpha"):
-        CompareConfig(alpha=2.0)
+        CompareConfig(states=StateConfig(alpha=2.0))
     with pytest.raises(ValueError, match="must differ"):
         CompareConfig(base_label="m", rl_label="m")
 
@@ -181,7 +183,7 @@ def test_chance_run_writes_chance_rows_exposure_table_and_control(tmp_path):
 
     base, rls = make_pair(n=80, seed=4, n_samples=8)
     summary = write_compare_report(with_distractors(base, 1), with_distractors(rls[0], 2), tmp_path,
-                                   CompareConfig(n_boot=50), figures=False)
+                                   CompareConfig(stats=StatsConfig(n_boot=50)), figures=False)
     assert summary["criterion"] == "chance"
     trans = pd.read_csv(tmp_path / "transitions.csv")
     assert list(dict.fromkeys(trans["criterion"])) == ["logprob", "sampling", "chance"]
@@ -201,9 +203,9 @@ def test_chance_run_writes_chance_rows_exposure_table_and_control(tmp_path):
     assert row_0.startswith(f"| 0 | {len(zero)} |")
     assert "agreement of the logprob and chance states" in text and "mean K_q" in text
     # one side without distractor columns: auto falls back to logprob for both
-    mixed = write_compare_report(with_distractors(base, 1), rls[0], tmp_path / "mixed", CompareConfig(n_boot=50),
+    mixed = write_compare_report(with_distractors(base, 1), rls[0], tmp_path / "mixed", CompareConfig(stats=StatsConfig(n_boot=50)),
                                  figures=False)
     assert mixed["criterion"] == "logprob" and mixed["chance"] is None
     with pytest.raises(ScoreTableError, match="gold_rank"):
-        write_compare_report(base, rls[0], tmp_path / "explicit", CompareConfig(n_boot=50, criterion="chance"),
+        write_compare_report(base, rls[0], tmp_path / "explicit", CompareConfig(states=StateConfig(criterion="chance"), stats=StatsConfig(n_boot=50)),
                              figures=False)

@@ -257,12 +257,6 @@ def test_empty_and_bad_config():
             StatsConfig(**kwargs)
 
 
-def test_summarise_accepts_a_compare_config(merged, summary):
-    from massshift.report.compare import CompareConfig
-
-    assert summarise(merged, CompareConfig(n_boot=N_BOOT, seed=0)) == summary
-
-
 # ----------------------------------------------------------------------------- distractors and exposure
 
 POPULARITY = [0, 0, 1, 2, 3, 4, 7, 8, 30, float("nan")]

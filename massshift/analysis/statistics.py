@@ -395,19 +395,14 @@ def _nested_counts(base_states: np.ndarray, rl_states: np.ndarray) -> dict[str, 
 # ----------------------------------------------------------------------------- everything
 
 def summarise(
-    merged: pd.DataFrame, state_config: StateConfig | Any | None = None, stats_config: StatsConfig | None = None
+    merged: pd.DataFrame, state_config: StateConfig | None = None, stats_config: StatsConfig | None = None
 ) -> dict[str, Any]:
     """Every statistic of a comparison as one JSON-able dict (the content of summary.json).
-
-    ``state_config`` may also be a ``report.CompareConfig`` (anything with
-    ``state_config`` and ``stats_config`` attributes), which then supplies both.
 
     States are recomputed from the raw columns with ``state_config``; sampling-based
     numbers (agreement, pass@k, sampling variants, SliCK, entropy) are ``None`` unless
     both models have samples on every fact. Deterministic for a given ``stats_config.seed``.
     """
-    if hasattr(state_config, "state_config") and hasattr(state_config, "stats_config"):
-        state_config, stats_config = state_config.state_config, stats_config or state_config.stats_config
     state_config, stats_config = state_config or StateConfig(), stats_config or StatsConfig()
     if len(merged) == 0:
         raise ScoreTableError("cannot summarise an empty comparison: the merged table has no facts")

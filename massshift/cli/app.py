@@ -275,6 +275,7 @@ def compare(
     """
     import pandas as pd
 
+    from massshift.analysis.estimators import StatsConfig
     from massshift.lm.loading import check_same_tokenizer, set_threads
     from massshift.report.compare import CompareConfig, write_compare_report
     from massshift.rundir import write_parquet
@@ -326,9 +327,7 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
-    ccfg = CompareConfig(criterion=states.criterion, n=states.n, alpha=states.alpha, eps=states.eps,
-                         chance_ratio=states.chance_ratio, chance_top=states.chance_top,
-                         chance_specificity=states.chance_specificity, n_boot=n_boot, seed=seed)
+    ccfg = CompareConfig(states=states, stats=StatsConfig(n_boot=n_boot, seed=seed))
     extra = {"command": "compare", "models": models, "facts": str(facts) if facts else None,
              "score": cfg, "threads": n_threads}
     try:

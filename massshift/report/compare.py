@@ -46,6 +46,7 @@ from massshift.analysis.states import (
 )
 from massshift.analysis.statistics import Bootstrap, StatsConfig, model_states, summarise, transition_table
 from massshift.analysis.transitions import merge_models, state_shares
+from massshift.configio import help_field
 from massshift.report import plots
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.score.formats import format_line, format_shift, format_summary
@@ -58,48 +59,21 @@ RLScores = pd.DataFrame | Sequence[tuple[str, pd.DataFrame]] | Mapping[str, pd.D
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Settings of a comparison: the state rules, the bootstrap and the model labels.
+    """Settings of a comparison: the state rules, the bootstrap and the model labels."""
 
-    Attributes:
-        criterion, n, alpha, eps, chance_ratio, chance_top, chance_specificity: as in ``categories.StateConfig``
-            (``criterion="auto"``, the default, is ``chance`` when both tables have
-            distractor columns, else ``logprob``).
-        n_boot, ci, seed: as in ``stats.StatsConfig``.
-        base_label: the name of the base model in tables, figures and the report.
-        rl_label: the name of the RL model (used when a single RL table is given).
-    """
-
-    criterion: str = "auto"
-    n: int = 128
-    alpha: float = 0.05
-    eps: float | None = None
-    chance_ratio: float = 2.0
-    chance_top: float = 0.25
-    chance_specificity: float = 0.95
-    n_boot: int = 2000
-    ci: float = 0.95
-    seed: int = 0
-    base_label: str = "base"
-    rl_label: str = "rl"
+    states: StateConfig = help_field(help="State rules (criterion, eps, chance rules).", default_factory=StateConfig)
+    stats: StatsConfig = help_field(help="Paired bootstrap settings.", default_factory=StatsConfig)
+    base_label: str = help_field("base", help="Name of the base model in tables, figures and the report.")
+    rl_label: str = help_field("rl", help="Name of the RL model when a single RL table is given.")
 
     def __post_init__(self) -> None:
-        self.state_config  # noqa: B018  (builds and validates)
-        self.stats_config  # noqa: B018
+        if not isinstance(self.states, StateConfig) or not isinstance(self.stats, StatsConfig):
+            raise TypeError("CompareConfig.states must be a StateConfig and .stats a StatsConfig")
         for field in ("base_label", "rl_label"):
             if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
                 raise ValueError(f"CompareConfig.{field} must be a non-empty string, got {getattr(self, field)!r}.")
         if self.base_label == self.rl_label:
             raise ValueError(f"CompareConfig.base_label and rl_label must differ; both are {self.base_label!r}.")
-
-    @property
-    def state_config(self) -> StateConfig:
-        return StateConfig(criterion=self.criterion, n=self.n, alpha=self.alpha, eps=self.eps,
-                           chance_ratio=self.chance_ratio, chance_top=self.chance_top,
-                           chance_specificity=self.chance_specificity)
-
-    @property
-    def stats_config(self) -> StatsConfig:
-        return StatsConfig(n_boot=self.n_boot, ci=self.ci, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -146,7 +120,7 @@ def write_compare_report(
 ) -> dict[str, Any]:
     """Compare a base score table with one RL table (or several, in training order) and write a run dir.
 
-    ``seed`` overrides ``config.seed``. ``extra_config`` (checkpoints, facts file,
+    ``seed`` overrides ``config.stats.seed``. ``extra_config`` (checkpoints, facts file,
     scoring settings) is written into config.yaml beside the compare settings.
     ``figures=False`` skips drawing (a few seconds per figure on a slow CPU); the
     figures can be drawn later from the run dir with ``plots.draw_all``.
@@ -154,15 +128,15 @@ def write_compare_report(
     """
     config = config or CompareConfig()
     if seed is not None:
-        config = dataclasses.replace(config, seed=seed)
-    stats_cfg = config.stats_config
+        config = dataclasses.replace(config, stats=dataclasses.replace(config.stats, seed=seed))
+    stats_cfg = config.stats
     rl_list = _rl_list(rl_scores, config.rl_label)
     if config.base_label in {label for label, _ in rl_list}:
         raise ValueError(f"an RL checkpoint label equals the base label {config.base_label!r}; rename one")
     checked_base = _checked(base_scores, f"base score table ({config.base_label})")
     checked_rl = [(label, _checked(df, f"rl score table ({label})")) for label, df in rl_list]
     # one criterion for every table: chance only when all of them carry distractor columns
-    state_cfg = config.state_config.resolve(checked_base, *[df for _, df in checked_rl])
+    state_cfg = config.states.resolve(checked_base, *[df for _, df in checked_rl])
     base = add_state_columns(checked_base, state_cfg)
     rl_tables = [(label, add_state_columns(df, state_cfg)) for label, df in checked_rl]
     merged_all = [(label, merge_models(base, df)) for label, df in rl_tables]  # checks every fact set first
@@ -171,7 +145,7 @@ def write_compare_report(
     out = init_run_dir(
         out_dir, {**(extra_config or {}), "compare": dataclasses.asdict(config),
                   "checkpoints": {"base": config.base_label, "rl": [label for label, _ in rl_list]}},
-        seed=config.seed,
+        seed=config.stats.seed,
     )
     summary = summarise(merged, state_cfg, stats_cfg)
     summary = {"labels": {"base": config.base_label, "rl": headline_label},
@@ -192,7 +166,7 @@ def write_compare_report(
         write_csv(out / "trajectory.csv", shares)
     write_json(out / "summary.json", summary)
     drawn = sorted({path.stem for path in plots.draw_all(out)}) if figures else []
-    write_text(out / "report.md", render_report(summary, dataclasses.replace(config, criterion=state_cfg.criterion),
+    write_text(out / "report.md", render_report(summary, dataclasses.replace(config, states=state_cfg),
                                                 drawn))
     logger.info("compare report written to %s", out)
     return summary
@@ -206,10 +180,10 @@ def _formats(base: pd.DataFrame, rl: pd.DataFrame, config: CompareConfig, state_
     for label, s in ((config.base_label, b), (config.rl_label, r)):
         if s.get("warning"):
             logger.warning("%s: %s", label, s["warning"])
-    if config.criterion == "auto":
-        reason = auto_criterion(config.state_config, base, rl)[1]
+    if config.states.criterion == "auto":
+        reason = auto_criterion(config.states, base, rl)[1]
     else:
-        reason = f"criterion {config.criterion!r} was given"
+        reason = f"criterion {config.states.criterion!r} was given"
     score = (extra_config or {}).get("score")
     match = getattr(getattr(score, "match", None), "mode", None)
     prompt = getattr(score, "prompt", None)
@@ -339,20 +313,20 @@ def _exposure_md(exp: dict[str, Any] | None, base: str, rl: str) -> list[str]:
 def render_report(summary: dict[str, Any], config: CompareConfig, figures: Sequence[str] = ()) -> str:
     """report.md: setup, headline numbers with CIs, the matrix, the verdict, churn, figures."""
     b, r = summary["labels"]["base"], summary["labels"]["rl"]
-    level = f"{100 * config.ci:.0f}% CI"
+    level = f"{100 * config.stats.ci:.0f}% CI"
     acc, gain, mc = summary["accuracy"], summary["gain"], summary["mcnemar"]
     red, nf = summary["redistribution"], summary["n_nonfinite_logp"]
     lines = [
         f"# Compare: {b} \u2192 {r}", "",
         "## Setup", "",
         f"- facts: {summary['n_facts']}; checkpoints: {', '.join(summary['checkpoints'])} (headline: {r}, the last)",
-        f"- state criterion: `{summary['criterion']}`; eps = {summary['eps']:.4g} (n = {config.n}, alpha = {config.alpha}"
-        + (f", eps given = {config.eps}" if config.eps is not None else ", eps = -ln(alpha)/n") + ")"
-        + (f"; chance: gold in the top {config.chance_top:g} of gold + distractors and >= {config.chance_ratio:g} x "
-           "the median distractor's probability, and above " + f"{config.chance_specificity:g} of the same value's "
+        f"- state criterion: `{summary['criterion']}`; eps = {summary['eps']:.4g} (n = {config.states.n}, alpha = {config.states.alpha}"
+        + (f", eps given = {config.states.eps}" if config.states.eps is not None else ", eps = -ln(alpha)/n") + ")"
+        + (f"; chance: gold in the top {config.states.chance_top:g} of gold + distractors and >= {config.states.chance_ratio:g} x "
+           "the median distractor's probability, and above " + f"{config.states.chance_specificity:g} of the same value's "
            "scores on other subjects' prompts (value-prior test, where at least 10 exist)"
            if summary["criterion"] == "chance" else ""),
-        f"- paired bootstrap: {config.n_boot} resamples, seed {config.seed}; intervals are {level}",
+        f"- paired bootstrap: {config.stats.n_boot} resamples, seed {config.stats.seed}; intervals are {level}",
         f"- non-finite log p(gold) (kept, counted, never in log-prob medians): {b} {nf['base']}, {r} {nf['rl']}",
         "", "## Verdict", "", verdict(summary), "", churn_sentence(summary), "",
         f"## Headline numbers ({level} in brackets)", "",

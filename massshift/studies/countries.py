@@ -218,6 +218,7 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
 
 def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
+    from massshift.analysis.estimators import StatsConfig
     from massshift.analysis.states import StateConfig
     from massshift.data.countries import country_facts
     from massshift.data.facts import load_facts, save_facts
@@ -313,7 +314,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     t = time.perf_counter()
     summaries = {}
     for name in trainers:
-        ccfg = CompareConfig(criterion="auto", n=128, alpha=0.05, seed=cfg.seed, rl_label=name)
+        ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=name)
         summaries[name] = write_compare_report(
             base_scores, scores[name], out / f"compare-{name}", ccfg,
             extra_config={"command": "study", "trained": name, "study_dir": str(out), "score": score_cfg},

@@ -130,6 +130,7 @@ def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Pa
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns a summary with both comparisons' headline numbers."""
+    from massshift.analysis.estimators import StatsConfig
     from massshift.analysis.states import StateConfig
     from massshift.data.facts import load_facts
     from massshift.data.split import split_facts, write_split
@@ -196,7 +197,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
     t = time.perf_counter()
     summaries = {}
     for label, table in (("rl", rl_scores), ("sft", sft_scores)):
-        ccfg = CompareConfig(criterion="auto", n=128, alpha=0.05, seed=cfg.seed, rl_label=label)
+        ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=label)
         summaries[label] = write_compare_report(
             base_scores, table, out / f"compare-{label}", ccfg,
             extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed)
