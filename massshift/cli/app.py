@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from massshift.score.distractors import DEFAULT_DISTRACTORS  # noqa: E402  (pandas: ~0.5 s on --help; see cli brief)
+
 app = typer.Typer(
     name="massshift", add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
     help="Did RL teach a language model new facts, or move probability mass onto facts it already held?",
@@ -57,7 +59,7 @@ Instruction = Annotated[str, typer.Option(help="With --chat: a line before the q
 AnswerPrefix = Annotated[str, typer.Option("--answer-prefix", help="Answer prefill (the bare answer is scored after it; default none): TEXT (fixed; may use {subject}), @FILE.yaml (relation: template, optional default:), or self (the model's own greedy lead-in before the first alias or distractor).")]
 Match = Annotated[str, typer.Option(help="exact (default) or contains (for models that answer in sentences).")]
 Criterion = Annotated[str, typer.Option(help="Tail-correct criterion: auto (chance when distractors were scored, else logprob), logprob (p(gold) >= eps), sampling (>= 1 correct sample) or chance (p(gold) >= eps and the gold beats its distractors).")]
-Distractors = Annotated[int | None, typer.Option("--distractors", help="Distractor answers (same relation) scored per fact for the chance criterion; 0: none. Default: 20 when the facts have a relation, else 0.")]
+Distractors = Annotated[int | None, typer.Option("--distractors", help=f"Distractor answers (same relation) scored per fact for the chance criterion; 0: none. Default: {DEFAULT_DISTRACTORS} when the facts have a relation, else 0.")]
 ChanceRatio = Annotated[float, typer.Option("--chance-ratio", help="chance: p(gold) must be this many times the median distractor's.")]
 ChanceTop = Annotated[float, typer.Option("--chance-top", help="chance: the gold must rank in this top share of gold + distractors.")]
 ChanceSpec = Annotated[float, typer.Option("--chance-specificity", help="chance: the gold must score higher on its own subject than on this share of other subjects' prompts (value-prior test; 0: off).")]
@@ -106,11 +108,10 @@ def _state_config(criterion: str, alpha: float, n: int, eps: float | None, chanc
         _fail(str(err))
 
 
-DEFAULT_DISTRACTORS = 20
 
 
 def _with_distractors(cfg, k: int | None, facts):
-    """``cfg`` with ``distractors`` set: ``k`` if given, else 20 when some fact has a relation, else 0."""
+    """``cfg`` with ``distractors`` set: ``k`` if given, else DEFAULT_DISTRACTORS when some fact has a relation, else 0."""
     import dataclasses
 
     if k is None:

@@ -38,6 +38,7 @@ import pandas as pd
 import yaml
 
 from massshift.analysis.states import (
+    MIN_PRIOR,
     StateConfig,
     add_state_columns,
     auto_criterion,
@@ -324,7 +325,7 @@ def render_report(summary: dict[str, Any], config: CompareConfig, figures: Seque
         + (f", eps given = {config.states.eps}" if config.states.eps is not None else ", eps = -ln(alpha)/n") + ")"
         + (f"; chance: gold in the top {config.states.chance_top:g} of gold + distractors and >= {config.states.chance_ratio:g} x "
            "the median distractor's probability, and above " + f"{config.states.chance_specificity:g} of the same value's "
-           "scores on other subjects' prompts (value-prior test, where at least 10 exist)"
+           "scores on other subjects' prompts (value-prior test, where at least " + f"{MIN_PRIOR} exist)"
            if summary["criterion"] == "chance" else ""),
         f"- paired bootstrap: {config.stats.n_boot} resamples, seed {config.stats.seed}; intervals are {level}",
         f"- non-finite log p(gold) (kept, counted, never in log-prob medians): {b} {nf['base']}, {r} {nf['rl']}",

@@ -72,7 +72,11 @@ def group_keys(facts: pd.DataFrame) -> list[str]:
     return keys
 
 
-def draw_distractors(facts: pd.DataFrame, k: int = 20, seed: int = 0) -> list[list[str]]:
+DEFAULT_DISTRACTORS = 20
+"""Distractors scored per fact when the facts name a relation and the user gave no count."""
+
+
+def draw_distractors(facts: pd.DataFrame, k: int = DEFAULT_DISTRACTORS, seed: int = 0) -> list[list[str]]:
     """Per fact (in row order), up to ``k`` distractor answers (see the module docstring for the rules).
 
     ``facts`` needs ``fact_id``, ``question`` and ``answers``; ``relation`` and

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from massshift.rundir import _jsonable, init_run_dir, write_csv, write_json, write_parquet
+from massshift.score.distractors import DEFAULT_DISTRACTORS
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class DemoConfig:
     quick: bool = False
     test_size: float = 0.5
     n_samples: int = 32
-    distractors: int = 20
+    distractors: int = DEFAULT_DISTRACTORS
     world: Any = None
     pretrain: Any = None
     grpo: Any = None
