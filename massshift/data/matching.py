@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from massshift.configio import ConfigIO, help_field
+
 MatchMode = Literal["exact", "contains"]
 Matcher = Callable[[str, Sequence[str]], bool]
 
@@ -133,25 +135,21 @@ def contains_reward(values: dict[tuple[str, ...], list[str]], max_words: int = 1
 
 
 @dataclass(frozen=True)
-class MatchConfig:
-    """How predictions are judged.
+class MatchConfig(ConfigIO):
+    """How predictions are judged."""
 
-    Attributes:
-        mode: ``exact`` (normalised equality with an alias) or ``contains``
-            (an alias as a whole-word span; for models that answer in sentences).
-        max_words: under ``contains``, a longer prediction is wrong.
-        terminator: generations are cut at this string before matching.
-    """
-
-    mode: MatchMode = "exact"
-    max_words: int = 12
-    terminator: str = "\n"
+    mode: MatchMode = help_field("exact", help=(
+        "'exact': the normalised prediction equals an alias; 'contains': an alias appears as a whole-word "
+        "span (for models that answer in sentences)."))
+    max_words: int = help_field(12, help="Under 'contains', a prediction longer than this many words is wrong.")
+    terminator: str = help_field("\n", help="Generations are cut at this string before matching.")
 
     def __post_init__(self) -> None:
         if self.mode not in ("exact", "contains"):
-            raise ValueError(f"match mode must be 'exact' or 'contains', got {self.mode!r}")
+            raise ValueError(f"match mode must be 'exact' or 'contains', got {self.mode!r}; use 'contains' "
+                             "for models that answer in sentences")
         if self.max_words < 1:
-            raise ValueError(f"max_words must be >= 1, got {self.max_words}")
+            raise ValueError(f"max_words must be >= 1 (the default is 12), got {self.max_words}")
 
     def matcher(self) -> Matcher:
         """A ``(prediction, answers) -> bool`` callable with this config's settings."""

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from massshift.configio import ConfigIO, help_field
 from massshift.data.facts import save_facts
 from massshift.data.matching import normalize
 from massshift.rundir import init_run_dir, write_csv
@@ -47,16 +48,11 @@ DEDUP_AUDIT_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class SplitConfig:
-    """How ``split_facts`` deals facts to train and test.
+class SplitConfig(ConfigIO):
+    """How ``split_facts`` deals facts to train and test."""
 
-    Attributes:
-        test_size: the share of facts (not groups) wanted on the test side, in (0, 1).
-        seed: seeds the shuffle of overlap groups; same seed, same split.
-    """
-
-    test_size: float = 0.5
-    seed: int = 0
+    test_size: float = help_field(0.5, help="The share of facts (not groups) wanted on the test side, in (0, 1).")
+    seed: int = help_field(0, help="Seeds the shuffle of overlap groups; same seed, same split.")
 
     def __post_init__(self) -> None:
         if isinstance(self.test_size, bool) or not isinstance(self.test_size, (int, float)):

@@ -27,27 +27,24 @@ from dataclasses import dataclass
 
 import torch
 
+from massshift.configio import ConfigIO, help_field
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ScoringConfig:
-    """Batching of teacher forcing.
+class ScoringConfig(ConfigIO):
+    """Batching of teacher forcing (it never changes the numbers)."""
 
-    Attributes:
-        batch_size: continuation rows (aliases and distractors) per forward pass; facts
-            are packed until their rows fill it, and a fact with more rows still runs alone.
-            128 keeps a fact with 20 distractors from running alone; it never changes the numbers.
-        padding_side: ``left`` or ``right`` for the prompt batch; numbers do not
-            depend on it (tested), ``left`` is faster.
-    """
-
-    batch_size: int = 128
-    padding_side: str = "left"
+    batch_size: int = help_field(128, help=(
+        "Continuation rows (aliases and distractors) per forward pass; facts are packed until their rows "
+        "fill it, and a fact with more rows still runs alone. Never changes the numbers."))
+    padding_side: str = help_field("left", help=(
+        "'left' or 'right' padding of the prompt batch; the numbers do not depend on it, 'left' is faster."))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"batch_size must be >= 1 (the default is 128), got {self.batch_size}")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
 

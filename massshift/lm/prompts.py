@@ -1,6 +1,6 @@
 """Prompts: the only module that decides templates, white space and BOS.
 
-Zero-shot, no chain of thought (DESIGN.md). The default prompt is
+Zero-shot, no chain of thought. The default prompt is
 ``"Q: {question}\\nA:"`` and the answer continuation is ``" {answer}"`` followed
 by the terminator ``"\\n"``. A chat template is used only when asked for; a
 k-shot prefix (for the baselines) repeats the same format for each shot.
@@ -22,8 +22,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from massshift.configio import help_field
 
 logger = logging.getLogger(__name__)
 
@@ -36,49 +38,35 @@ class PromptError(ValueError):
 class PromptConfig:
     """How questions become prompts and answers become scored continuations.
 
-    Attributes:
-        template: prompt template with a ``{question}`` field.
-        answer_template: continuation template with an ``{answer}`` field.
-        terminator: appended to every scored continuation; generation stops at it.
-        chat: wrap the question in the tokenizer's chat template.
-        instruction: with ``chat``, a line put before the question in the user turn.
-        system: with ``chat``, an optional system message.
-        answer_prefix: text put after the prompt (after ``A:``, or after the
-            assistant header with ``chat``); generation starts after it and the
-            scored continuation is the bare answer. May hold ``{subject}`` and
-            ``{relation}``, filled from the fact.
-        shots: k-shot examples as (question, answer) pairs, rendered in the same
-            format before the question.
-        relation_prefixes: (relation, template) pairs: a fact whose relation is listed
-            gets that template (with ``{subject}``) as its answer prefix instead of
-            ``answer_prefix``, e.g. ``("capital", "The capital of {subject} is")``.
-        self_prefix: the ``self`` prefill: each fact's prefix is the model's own greedy
-            lead-in before the first span naming an alias or a distractor
-            (``massshift.lm.prefill``); needs the model, so only scoring applies it.
-        question_prefixes: (question, prefix) pairs: explicit per-question prefixes, before
-            every other mode (a study freezes per-relation or ``self`` prefixes into them so
-            that trainers and baselines, which see questions only, use the same prompts).
-        end_marks: more strings that may end a scored answer besides the terminator;
-            p(gold) sums over them. Default: ``(".",)`` when any prefix is set (an
-            answer after "The capital of Cuba is" ends a sentence), else none.
-
-    Answer prefill, three modes (issue 12): a fixed ``answer_prefix``; per-relation
-    ``relation_prefixes`` (from YAML, ``load_prefix_spec``); ``self_prefix``. None is the
-    default: the bare continuation after the prompt.
+    Answer prefill, three modes: a fixed ``answer_prefix``; per-relation ``relation_prefixes``
+    (from YAML, ``massshift.lm.prefill.load_prefix_spec``); ``self_prefix``. None is the default:
+    the bare continuation after the prompt (docs/criteria.md, formats and prefill).
     """
 
-    template: str = "Q: {question}\nA:"
-    answer_template: str = " {answer}"
-    terminator: str = "\n"
-    chat: bool = False
-    instruction: str = ""
-    system: str = ""
-    answer_prefix: str = ""
-    shots: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-    relation_prefixes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-    self_prefix: bool = False
-    question_prefixes: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-    end_marks: tuple[str, ...] | None = None
+    template: str = help_field("Q: {question}\nA:", help="Prompt template; must contain '{question}'.")
+    answer_template: str = help_field(" {answer}", help="Scored continuation template; must contain '{answer}'.")
+    terminator: str = help_field("\n", help="Appended to every scored continuation; generation stops at it.")
+    chat: bool = help_field(False, help="Wrap the question in the tokenizer's chat template.")
+    instruction: str = help_field("", help="With chat: a line put before the question in the user turn.")
+    system: str = help_field("", help="With chat: an optional system message.")
+    answer_prefix: str = help_field("", help=(
+        "Text put after the prompt (after 'A:', or after the assistant header with chat); generation starts "
+        "after it and the scored continuation is the bare answer. May hold {subject} and {relation}, filled "
+        "from the fact."))
+    shots: tuple[tuple[str, str], ...] = help_field(default_factory=tuple, help=(
+        "k-shot examples as (question, answer) pairs, rendered in the same format before the question."))
+    relation_prefixes: tuple[tuple[str, str], ...] = help_field(default_factory=tuple, help=(
+        "(relation, template) pairs: a fact whose relation is listed gets that template (with {subject}) as "
+        "its answer prefix instead of answer_prefix, e.g. ('capital', 'The capital of {subject} is')."))
+    self_prefix: bool = help_field(False, help=(
+        "The 'self' prefill: each fact's prefix is the model's own greedy lead-in before the first span naming "
+        "an alias or a distractor; needs the model, so only scoring applies it."))
+    question_prefixes: tuple[tuple[str, str], ...] = help_field(default_factory=tuple, help=(
+        "(question, prefix) pairs: explicit per-question prefixes, before every other mode (a study freezes "
+        "per-relation or self prefixes into them so trainers and baselines use the same prompts)."))
+    end_marks: tuple[str, ...] | None = help_field(None, help=(
+        "More strings that may end a scored answer besides the terminator; p(gold) sums over them. "
+        "Default: ('.',) when any prefix is set, else none."))
 
     def __post_init__(self) -> None:
         if "{question}" not in self.template:

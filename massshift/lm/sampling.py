@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from massshift.configio import ConfigIO, help_field
 from massshift.data.matching import extract_answer
 from massshift.lm.logprobs import forward_cached, run_prompts
 from massshift.seeds import fact_seed
@@ -32,26 +33,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    """Greedy decoding and sampling.
+class GenerationConfig(ConfigIO):
+    """Greedy decoding and sampling."""
 
-    Attributes:
-        n_samples: samples per fact (0: greedy only). The paper uses 128.
-        temperature: sampling temperature (0: samples are greedy).
-        top_p: nucleus truncation (1.0: none).
-        max_new_tokens: decoding stops here if no terminator came; keep it large
-            enough for the longest answer (too small silently zeroes rewards,
-            TRL issue 5697).
-        seed: base seed; each fact's generator is seeded from (seed, fact_id).
-        max_rows: most decoding rows (facts x (1 + n_samples)) in one batch.
-    """
-
-    n_samples: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 16
-    seed: int = 0
-    max_rows: int = 256
+    n_samples: int = help_field(128, help="Samples per fact (0: greedy only). The paper uses 128.")
+    temperature: float = help_field(1.0, help="Sampling temperature (0: every sample is the greedy answer).")
+    top_p: float = help_field(1.0, help="Nucleus (top-p) truncation of the sampling distribution (1.0: none).")
+    max_new_tokens: int = help_field(16, help=(
+        "Decoding stops here if no terminator came; keep it large enough for the longest answer "
+        "(too small silently zeroes rewards, TRL issue 5697)."))
+    seed: int = help_field(0, help="Base seed; each fact's generator is seeded from (seed, fact_id).")
+    max_rows: int = help_field(256, help="Most decoding rows (facts x (1 + n_samples)) in one batch.")
 
     def __post_init__(self) -> None:
         if self.n_samples < 0:
