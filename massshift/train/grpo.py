@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.data.matching import MatchConfig, Matcher, contains_reward, relation_values
+from massshift.configio import help_field
+from massshift.data.matching import Matcher, contains_reward, relation_values
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json
 from massshift.seeds import derive_seed
 from massshift.train.common import (
-    ConfigIO,
     TrainLog,
     TrainResult,
     apply_lora,
@@ -70,6 +70,7 @@ from massshift.train.common import (
     torch_threads,
     training_loop,
 )
+from massshift.train.config import Check, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -77,88 +78,39 @@ RewardFn = Callable[[str, list[str]], float]
 
 
 @dataclass(frozen=True)
-class GRPOConfig(ConfigIO):
-    """Settings of a GRPO run (every field is written to the run's config.yaml).
+class GRPOConfig(TrainConfig):
+    """Settings of a GRPO run: the shared ``TrainConfig`` fields plus the rollout and the objective."""
 
-    Attributes:
-        steps: optimizer rollouts (each is ``num_iterations`` optimizer steps).
-        batch_size: questions per step.
-        num_generations: completions per question (G, at least 2).
-        lr: AdamW learning rate (1e-5 suits real models; tiny test models need ~1e-3).
-        beta: weight of the k3 KL penalty to the initial policy (0: no reference model).
-        epsilon: clipping range of the importance ratio.
-        num_iterations: optimizer passes over each rollout batch.
-        scale_rewards: ``group`` (divide by the in-group std) or ``none`` (Dr. GRPO).
-        temperature: sampling temperature; log-probs use logits / temperature.
-        max_new_tokens: most completion tokens (too few silently zeroes rewards, TRL issue 5697).
-        max_grad_norm: gradient-norm clipping.
-        weight_decay: AdamW weight decay.
-        micro_batch_size: completions per forward/backward (0: the whole batch at once).
-        seed: seeds data order, sampling and checkpoints' RNG state.
-        save_every: write a checkpoint every this many steps (0: only the final model).
-        eval_every: greedy accuracy on the eval facts every this many steps (0: only at start and end).
-        match_mode: ``exact`` or ``contains`` (massshift.data.matching).
-        max_words: under ``contains``, longer predictions are wrong.
-        lora_r: LoRA rank (0: full fine-tuning).
-        lora_alpha: LoRA alpha.
-        threads: torch CPU threads during training (None: leave the current setting).
-    """
+    steps: int = help_field(200, help="Rollouts to train on (each is num_iterations optimizer steps).")
+    batch_size: int = help_field(8, help="Questions per step (each gets num_generations completions).")
+    num_generations: int = help_field(8, help="Completions sampled per question (the group size G, at least 2).")
+    beta: float = help_field(0.0, help="Weight of the k3 KL penalty to the initial policy (0: no reference model).")
+    epsilon: float = help_field(0.2, help="Clipping range of the importance ratio.")
+    num_iterations: int = help_field(1, help="Optimizer passes over each rollout batch (the paper's mu).")
+    scale_rewards: str = help_field("group", help=(
+        "'group': advantages divided by the in-group reward std; 'none': not divided (Dr. GRPO)."))
+    temperature: float = help_field(1.0, help="Sampling temperature; every log-prob uses logits / temperature.")
+    micro_batch_size: int = help_field(0, help=(
+        "Completions per forward/backward pass (0: the whole batch at once); never changes the numbers."))
+    save_every: int = TrainConfig.default_for("save_every", 50)
+    eval_every: int = TrainConfig.default_for("eval_every", 25)
 
-    steps: int = 200
-    batch_size: int = 8
-    num_generations: int = 8
-    lr: float = 1e-5
-    beta: float = 0.0
-    epsilon: float = 0.2
-    num_iterations: int = 1
-    scale_rewards: str = "group"
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    micro_batch_size: int = 0
-    seed: int = 0
-    save_every: int = 50
-    eval_every: int = 25
-    match_mode: str = "exact"
-    max_words: int = 12
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"GRPOConfig: {msg}")
-
-        need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        need(self.batch_size >= 1, f"batch_size (questions per step) must be >= 1, got {self.batch_size}")
-        need(self.num_generations >= 2, f"num_generations must be >= 2: a group of one has no advantage "
-             f"(GRPO compares completions of the same question); got {self.num_generations}, try 8")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.beta >= 0, f"beta must be >= 0 (0 turns the KL penalty off), got {self.beta}")
-        need(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}; the usual value is 0.2")
-        need(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
-        need(self.scale_rewards in ("group", "none"),
-             f"scale_rewards must be 'group' or 'none' (Dr. GRPO), got {self.scale_rewards!r}")
-        need(self.temperature > 0, f"temperature must be > 0 (at 0 every sample is the greedy answer and "
-             f"no group has reward variance), got {self.temperature}; use 1.0")
-        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.micro_batch_size >= 0, f"micro_batch_size must be >= 0 (0: whole batch), got {self.micro_batch_size}")
-        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        need(self.save_every >= 0, f"save_every must be >= 0 (0: final model only), got {self.save_every}")
-        need(self.eval_every >= 0, f"eval_every must be >= 0 (0: start and end only), got {self.eval_every}")
-        need(self.match_mode in ("exact", "contains"), f"match_mode must be 'exact' or 'contains', got {self.match_mode!r}")
-        need(self.max_words >= 1, f"max_words must be >= 1, got {self.max_words}")
-        need(self.lora_r >= 0, f"lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}")
-        need(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
-        need(self.threads is None or self.threads >= 1, f"threads must be None or >= 1, got {self.threads}")
-
-    def match_config(self, terminator: str = "\n") -> MatchConfig:
-        """The answer matcher's settings."""
-        return MatchConfig(mode=self.match_mode, max_words=self.max_words, terminator=terminator)  # type: ignore[arg-type]
+    def checks(self) -> Iterable[Check]:
+        yield self.steps >= 1, f"steps must be >= 1, got {self.steps}"
+        yield self.num_generations >= 2, (
+            f"num_generations must be >= 2: a group of one has no advantage (GRPO compares completions "
+            f"of the same question); got {self.num_generations}, try 8")
+        yield self.beta >= 0, f"beta must be >= 0 (0 turns the KL penalty off), got {self.beta}"
+        yield 0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}; the usual value is 0.2"
+        yield self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}"
+        yield (self.scale_rewards in ("group", "none"),
+               f"scale_rewards must be 'group' or 'none' (Dr. GRPO), got {self.scale_rewards!r}")
+        yield self.temperature > 0, (
+            f"temperature must be > 0 (at 0 every sample is the greedy answer and no group has reward "
+            f"variance), got {self.temperature}; use 1.0")
+        yield (self.micro_batch_size >= 0,
+               f"micro_batch_size must be >= 0 (0: whole batch), got {self.micro_batch_size}")
+        yield from super().checks()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ from typing import Any
 import pandas as pd
 import torch
 
+from massshift.configio import help_field
 from massshift.data.matching import Matcher
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json, write_parquet
 from massshift.seeds import derive_seed
 from massshift.train.common import TrainResult, check_facts, prompt_ids_for, torch_threads
+from massshift.train.config import Check
 from massshift.train.sft import Example, SFTConfig, train_on_examples
 
 logger = logging.getLogger(__name__)
@@ -39,23 +42,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RFTConfig(SFTConfig):
-    """SFT settings plus the sampling of the training data.
+    """SFT settings plus the sampling of the training data (``max_new_tokens`` also bounds the samples)."""
 
-    Attributes:
-        n_samples: completions sampled per training question.
-        temperature: sampling temperature.
-        (the rest as in ``SFTConfig``; ``max_new_tokens`` also bounds the samples)
-    """
+    n_samples: int = help_field(8, help="Completions sampled per training question.")
+    temperature: float = help_field(1.0, help="Sampling temperature of the training samples (0: greedy).")
 
-    n_samples: int = 8
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.n_samples < 1:
-            raise ValueError(f"RFTConfig: n_samples must be >= 1, got {self.n_samples}; try 8")
-        if self.temperature < 0:
-            raise ValueError(f"RFTConfig: temperature must be >= 0 (0: greedy), got {self.temperature}")
+    def checks(self) -> Iterable[Check]:
+        yield from super().checks()
+        yield self.n_samples >= 1, f"n_samples must be >= 1, got {self.n_samples}; try 8"
+        yield self.temperature >= 0, f"temperature must be >= 0 (0: greedy), got {self.temperature}"
 
     def sft_config(self) -> SFTConfig:
         """The training part of this config."""

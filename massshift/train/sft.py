@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from massshift.data.matching import MatchConfig
+from massshift.configio import help_field
 from massshift.lm.prompts import PromptConfig, build_prompt, continuation, encode_pair
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
-    ConfigIO,
     TrainLog,
     TrainResult,
     apply_lora,
@@ -43,6 +42,7 @@ from massshift.train.common import (
     torch_threads,
     training_loop,
 )
+from massshift.train.config import Check, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -50,74 +50,20 @@ SFTResult = TrainResult
 
 
 @dataclass(frozen=True)
-class SFTConfig(ConfigIO):
-    """Settings of an SFT run (every field is written to the run's config.yaml).
+class SFTConfig(TrainConfig):
+    """Settings of an SFT run: the shared ``TrainConfig`` fields plus the length of training."""
 
-    Attributes:
-        epochs: passes over the examples (used when ``steps`` is 0).
-        steps: optimizer steps (0: ``epochs`` x ceil(examples / batch_size)).
-        batch_size: examples per step.
-        lr: AdamW learning rate.
-        max_grad_norm: gradient-norm clipping.
-        weight_decay: AdamW weight decay.
-        seed: seeds the data order.
-        save_every: checkpoint every this many steps (0: only the final model).
-        eval_every: greedy accuracy on the eval facts every this many steps (0: start and end only).
-        max_new_tokens: most generated tokens when evaluating (and, in RFT, sampling).
-        match_mode: ``exact`` or ``contains`` (massshift.data.matching), for evaluation.
-        max_words: under ``contains``, longer predictions are wrong.
-        lora_r: LoRA rank (0: full fine-tuning).
-        lora_alpha: LoRA alpha.
-        threads: torch CPU threads during training (None: leave the current setting).
-    """
+    epochs: int = help_field(3, help="Passes over the training examples (used when steps is 0).")
+    steps: int = help_field(0, help="Optimizer steps (0: epochs x ceil(examples / batch_size)).")
 
-    epochs: int = 3
-    steps: int = 0
-    batch_size: int = 16
-    lr: float = 1e-5
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    save_every: int = 0
-    eval_every: int = 0
-    max_new_tokens: int = 16
-    match_mode: str = "exact"
-    max_words: int = 12
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.steps >= 0, f"steps must be >= 0 (0: use epochs), got {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.save_every >= 0, f"save_every must be >= 0 (0: final model only), got {self.save_every}"),
-            (self.eval_every >= 0, f"eval_every must be >= 0 (0: start and end only), got {self.eval_every}"),
-            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
-            (self.match_mode in ("exact", "contains"),
-             f"match_mode must be 'exact' or 'contains', got {self.match_mode!r}"),
-            (self.max_words >= 1, f"max_words must be >= 1, got {self.max_words}"),
-            (self.lora_r >= 0, f"lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}"),
-            (self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}"),
-            (self.threads is None or self.threads >= 1, f"threads must be None or >= 1, got {self.threads}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"{name}: {msg}")
+    def checks(self) -> Iterable[Check]:
+        yield self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"
+        yield self.steps >= 0, f"steps must be >= 0 (0: use epochs), got {self.steps}"
+        yield from super().checks()
 
     def total_steps(self, n_examples: int) -> int:
         """Optimizer steps for ``n_examples`` examples."""
         return self.steps or self.epochs * math.ceil(n_examples / self.batch_size)
-
-    def match_config(self, terminator: str = "\n") -> MatchConfig:
-        """The answer matcher's settings."""
-        return MatchConfig(mode=self.match_mode, max_words=self.max_words, terminator=terminator)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
