@@ -1,20 +1,22 @@
 """Teacher forcing: the log-probability of every alias of every fact's answer.
 
 ``logp_gold`` is log-sum-exp over aliases of log p(answer + terminator | prompt),
-each alias summed over its continuation tokens (DESIGN.md). The contract is
+each alias summed over its continuation tokens (docs/criteria.md). The contract is
 lm-evaluation-harness's (see ``prompts.encode_pair``).
 
-How it is computed, per batch of facts (length-sorted so padding stays small):
+``continuation_logprobs`` is the one kernel: scoring calls it under
+``inference_mode`` and the trainers (``massshift.train``) with gradients. Per
+batch (scoring length-sorts facts so padding stays small):
 
 1. The prompts run once, left-padded, with explicit position ids and a KV
-   cache; the last position's logits give every alias's first token.
-2. The cache is gathered once per alias row (``Cache.reorder_cache``), and the
-   aliases' remaining tokens run on top of it. So the prompt is encoded once per
-   fact for all its aliases, never once per alias.
+   cache; the last position's logits give every continuation's first token.
+2. The cache is gathered once per continuation row (``Cache.reorder_cache``),
+   and the remaining tokens run on top of it. So a prompt is encoded once for
+   all its aliases (or all completions of a GRPO group), never once per row.
 
 Padding never reaches the numbers: masked keys get zero attention weight and
 position ids count real tokens only, so scores agree across batch sizes and
-padding sides to float32 round-off (tests assert < 1e-4).
+padding sides to float32 round-off (tested).
 """
 
 from __future__ import annotations
@@ -136,12 +138,13 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def run_prompts(
-    model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, side: str = "left"
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, side: str = "left",
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
     """One forward pass over a batch of prompts.
 
-    Returns the next-token log-probs after each prompt (batch, vocab), the KV cache,
-    the prompt attention mask (batch, len) and each prompt's length (batch,).
+    Returns the next-token log-probs after each prompt (batch, vocab; of logits / ``temperature``),
+    the KV cache, the prompt attention mask (batch, len) and each prompt's length (batch,).
     """
     device = _model_device(model)
     if any(len(p) == 0 for p in prompts):
@@ -156,7 +159,82 @@ def run_prompts(
         last = logits[:, -1, :]  # (batch, vocab)
     else:
         last = logits[torch.arange(len(prompts), device=device), lengths - 1, :]
-    return torch.log_softmax(last.float(), dim=-1), cache, mask, lengths
+    return _log_softmax(last, temperature), cache, mask, lengths
+
+
+def _log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-softmax in float32 of ``logits / temperature`` (any shape, vocab last)."""
+    logits = logits.float()
+    return torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+
+
+def _entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of each distribution (vocab last), without gradient."""
+    with torch.no_grad():
+        return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass
+class TokenLogprobs:
+    """Teacher-forced numbers of continuation rows, one column per continuation token (C: the longest)."""
+
+    logp: torch.Tensor  # (rows, C) log p(token | prompt, earlier tokens); 0 at padding
+    mask: torch.Tensor  # (rows, C) float: 1 at real tokens, 0 at padding
+    greedy: torch.Tensor  # (rows, C) bool: the token is the argmax of its position (True at padding)
+    entropy: torch.Tensor | None  # (rows, C) entropy of each position's distribution (no grad); 0 at padding
+
+
+def continuation_logprobs(
+    model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
+    pad_id: int, prompt_rows: Sequence[int] | None = None, side: str = "left", temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> TokenLogprobs:
+    """The one teacher-forcing kernel: per-token log-probs of each continuation given its prompt.
+
+    ``prompt_ids`` holds P prompts and ``continuation_ids`` R continuations; continuation ``r``
+    follows prompt ``prompt_rows[r]`` (default: prompt ``r``). Scoring (under ``inference_mode``) and
+    the trainers (with gradients) both call it. Each prompt runs once (``run_prompts``, padded on
+    ``side``); its last position gives the first token of every continuation that follows it; the KV
+    cache is gathered once per continuation row (``Cache.reorder_cache``) and the remaining tokens run
+    on top, right-padded, with position ids that count real tokens only. Log-probs are of
+    logits / ``temperature``. Every continuation needs at least one token (lm-eval issue 1053).
+    """
+    if any(len(c) == 0 for c in continuation_ids):
+        raise ValueError("a continuation has no tokens; teacher forcing needs at least one token to score")
+    device = _model_device(model)
+    first_logp, cache, pmask, plen = run_prompts(model, prompt_ids, pad_id, side, temperature)  # (P, vocab)
+    rows = torch.tensor(list(range(len(continuation_ids))) if prompt_rows is None else list(prompt_rows),
+                        device=device)  # (R,)
+    first_tok = torch.tensor([c[0] for c in continuation_ids], device=device)  # (R,)
+    lp0 = first_logp[rows, first_tok]  # (R,)
+    greedy0 = first_logp[rows].argmax(-1) == first_tok  # (R,)
+    ent0 = _entropy(first_logp[rows]) if with_entropy else None  # (R,)
+    width = max(len(c) for c in continuation_ids) - 1
+    rest_lp = torch.zeros((len(continuation_ids), width), device=device)  # (R, C - 1)
+    rest_greedy = torch.ones((len(continuation_ids), width), dtype=torch.bool, device=device)
+    rest_ent = torch.zeros((len(continuation_ids), width), device=device)
+    valid = torch.zeros((len(continuation_ids), width), dtype=torch.bool, device=device)
+    if width > 0:
+        inp, cmask = pad_batch([c[:-1] for c in continuation_ids], pad_id, "right")  # (R, C - 1)
+        tgt, _ = pad_batch([c[1:] for c in continuation_ids], pad_id, "right")
+        inp, cmask, tgt = inp.to(device), cmask.to(device), tgt.to(device)
+        cache.reorder_cache(rows)
+        mask = torch.cat([pmask[rows], cmask], dim=1)
+        pos = plen[rows, None] + torch.arange(width, device=device)[None, :]
+        logits, _ = forward_cached(model, cache, input_ids=inp, attention_mask=mask, position_ids=pos)
+        logp = _log_softmax(logits, temperature)  # (R, C - 1, vocab)
+        tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
+        valid = cmask.bool()  # the targets c[1:] are exactly as long as the inputs c[:-1]
+        rest_lp = torch.where(valid, tok_lp, torch.zeros_like(tok_lp))
+        rest_greedy = (logp.argmax(-1) == tgt) | ~valid
+        if with_entropy:
+            rest_ent = _entropy(logp) * valid
+    real = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1).float()  # (R, C)
+    return TokenLogprobs(
+        logp=torch.cat([lp0[:, None], rest_lp], dim=1), mask=real,
+        greedy=torch.cat([greedy0[:, None], rest_greedy], dim=1),
+        entropy=torch.cat([ent0[:, None], rest_ent], dim=1) if ent0 is not None else None,
+    )
 
 
 def _batches(items: Sequence[tuple[list[int], list[list[int]]]], order: list[int], rows: int) -> list[list[int]]:
@@ -181,39 +259,18 @@ def score_batch(
     side: str = "left",
 ) -> list[AliasScores]:
     """Teacher-force every alias of every fact in ``items`` (prompt ids, [alias ids]) in one batch."""
-    device = _model_device(model)
-    first_logp, cache, pmask, plen = run_prompts(model, [p for p, _ in items], pad_id, side)
-    row_fact = [f for f, (_, conts) in enumerate(items) for _ in conts]
-    row_cont = [c for _, conts in items for c in conts]
-    rows = torch.tensor(row_fact, device=device)
-    first_tok = torch.tensor([c[0] for c in row_cont], device=device)
-    lp0 = first_logp[rows, first_tok]  # (rows,)
-    greedy0 = first_logp[rows].argmax(-1) == first_tok
-    width = max(len(c) for c in row_cont) - 1
-    rest_lp = torch.zeros((len(row_cont), max(width, 0)), device=device)
-    rest_greedy = torch.ones((len(row_cont), max(width, 0)), dtype=torch.bool, device=device)
-    if width > 0:
-        inp, cmask = pad_batch([c[:-1] for c in row_cont], pad_id, "right")
-        tgt, _ = pad_batch([c[1:] for c in row_cont], pad_id, "right")
-        inp, cmask, tgt = inp.to(device), cmask.to(device), tgt.to(device)
-        cache.reorder_cache(rows)
-        mask = torch.cat([pmask[rows], cmask], dim=1)
-        pos = plen[rows, None] + torch.arange(width, device=device)[None, :]
-        logits, _ = forward_cached(model, cache, input_ids=inp, attention_mask=mask, position_ids=pos)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (rows, width, vocab)
-        tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
-        valid = cmask.bool()  # the targets c[1:] are exactly as long as the inputs c[:-1]
-        rest_lp = torch.where(valid, tok_lp, torch.zeros_like(tok_lp))
-        rest_greedy = (logp.argmax(-1) == tgt) | ~valid
+    conts = [c for _, cs in items for c in cs]
+    rows = [f for f, (_, cs) in enumerate(items) for _ in cs]
+    out = continuation_logprobs(model, [p for p, _ in items], conts, pad_id, rows, side)
     # one transfer to Python lists, then plain indexing (per-row tensor ops cost more than the model here)
-    lp0_l, rest_l = lp0.tolist(), rest_lp.tolist()
-    greedy_l = (greedy0 & rest_greedy.all(dim=-1)).tolist()
+    logp_l = out.logp.tolist()
+    greedy_l = out.greedy.all(dim=-1).tolist()
     results: list[AliasScores] = []
     r = 0
-    for _, conts in items:
+    for _, cs in items:
         lps, toks, greedy = [], [], []
-        for c in conts:
-            t = [lp0_l[r]] + rest_l[r][: len(c) - 1]
+        for c in cs:
+            t = logp_l[r][: len(c)]
             toks.append(t)
             lps.append(float(sum(t)))
             greedy.append(bool(greedy_l[r]))

@@ -37,7 +37,7 @@ import torch
 
 from massshift.configio import ConfigIO  # noqa: F401  (re-exported for the trainers)
 from massshift.data.matching import Matcher
-from massshift.lm.logprobs import pad_batch, positions_from_mask
+from massshift.lm.logprobs import continuation_logprobs
 from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.progress import progress_bar
@@ -99,29 +99,18 @@ def prompt_ids_for(tokenizer: Any, questions: Sequence[str], prompt: PromptConfi
 def completion_logprobs(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
                         completion_ids: Sequence[Sequence[int]], pad_id: int, temperature: float = 1.0,
                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Teacher-forced log-probs of each completion token given its prompt.
+    """Teacher-forced log-probs of each completion token given its prompt, with gradients.
 
-    Layout: prompts left-padded, completions (all but their last token) right-padded after them, with
-    an attention mask and position ids that count real tokens only; only the completion positions'
-    logits are computed (``logits_to_keep``). Returns log-probs (rows, C), the completion mask
-    (rows, C) and, with ``with_entropy``, the entropy of each position's distribution (rows, C; no grad).
+    ``prompt_ids`` has one prompt per completion row; identical prompts (a GRPO group) run once.
+    The kernel is ``massshift.lm.logprobs.continuation_logprobs``, the one scoring uses. Returns
+    log-probs (rows, C), the completion mask (rows, C) and, with ``with_entropy``, the entropy of
+    each position's distribution (rows, C; no grad).
     """
-    device = next(model.parameters()).device
-    p_ids, p_mask = pad_batch(prompt_ids, pad_id, "left")  # (rows, P)
-    c_ids, c_mask = pad_batch(completion_ids, pad_id, "right")  # (rows, C)
-    ids = torch.cat([p_ids, c_ids[:, :-1]], dim=1).to(device)
-    mask = torch.cat([p_mask, c_mask[:, :-1]], dim=1).to(device)
-    width = c_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
-                   logits_to_keep=width, use_cache=False).logits  # (rows, C, vocab)
-    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
-    c_ids, c_mask = c_ids.to(device), c_mask.to(device).float()
-    logp = logp_all.gather(-1, c_ids[..., None])[..., 0] * c_mask
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = -(logp_all.exp() * logp_all).sum(-1) * c_mask
-    return logp, c_mask, entropy
+    index: dict[tuple[int, ...], int] = {}
+    rows = [index.setdefault(tuple(p), len(index)) for p in prompt_ids]
+    out = continuation_logprobs(model, [list(p) for p in index], completion_ids, pad_id, rows,
+                                temperature=temperature, with_entropy=with_entropy)
+    return out.logp, out.mask, out.entropy
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
