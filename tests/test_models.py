@@ -291,7 +291,7 @@ def test_weights_hash_tracks_one_weight(tiny_model):
 
 
 def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
-    import massshift.lm.loading as models
+    import massshift.lm.runtime as models
 
     monkeypatch.setattr(models.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
@@ -301,7 +301,7 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch):
 
 
 def test_busy_cores_reads_the_present(monkeypatch):
-    import massshift.lm.loading as models
+    import massshift.lm.runtime as models
 
     monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
     samples = iter([(100, 1000), (150, 1100)])  # half the jiffies idle over the window
@@ -318,3 +318,20 @@ def test_set_threads():
     with pytest.raises(ValueError):
         set_threads(0)
     set_threads(1)
+
+
+def test_thread_helpers_stay_importable_from_loading():
+    from massshift.lm import loading, runtime
+
+    assert loading.set_threads is runtime.set_threads and loading.auto_threads is runtime.auto_threads
+
+
+def test_torch_threads_restores_the_count():
+    from massshift.lm.runtime import torch_threads
+
+    torch.set_num_threads(1)
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+    with torch_threads(None):
+        assert torch.get_num_threads() == 1

@@ -20,14 +20,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,18 +76,6 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
         out.extend(perm[offset: offset + take].tolist())
         pos += take
     return out
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads (None: leave as is), then restore."""
-    prev = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def prompt_ids_for(tokenizer: Any, questions: Sequence[str], prompt: PromptConfig) -> list[list[int]]:

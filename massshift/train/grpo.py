@@ -52,6 +52,7 @@ import torch
 from massshift.configio import help_field
 from massshift.data.matching import Matcher, contains_reward, relation_values
 from massshift.lm.prompts import PromptConfig
+from massshift.lm.runtime import torch_threads
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json
 from massshift.seeds import derive_seed
@@ -67,7 +68,6 @@ from massshift.train.common import (
     prompt_ids_for,
     save_final,
     save_training_figure,
-    torch_threads,
     training_loop,
 )
 from massshift.train.config import Check, TrainConfig

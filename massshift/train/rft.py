@@ -30,10 +30,11 @@ import torch
 from massshift.configio import help_field
 from massshift.data.matching import Matcher
 from massshift.lm.prompts import PromptConfig
+from massshift.lm.runtime import torch_threads
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json, write_parquet
 from massshift.seeds import derive_seed
-from massshift.train.common import TrainResult, check_facts, prompt_ids_for, torch_threads
+from massshift.train.common import TrainResult, check_facts, prompt_ids_for
 from massshift.train.config import Check
 from massshift.train.sft import Example, SFTConfig, train_on_examples
 

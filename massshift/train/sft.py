@@ -27,6 +27,7 @@ import torch
 
 from massshift.configio import help_field
 from massshift.lm.prompts import PromptConfig, build_prompt, continuation, encode_pair
+from massshift.lm.runtime import torch_threads
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
     TrainLog,
@@ -39,7 +40,6 @@ from massshift.train.common import (
     make_optimizer,
     save_final,
     save_training_figure,
-    torch_threads,
     training_loop,
 )
 from massshift.train.config import Check, TrainConfig

@@ -46,9 +46,10 @@ import torch
 
 from massshift.data.matching import extract_answer
 from massshift.lm.prompts import PromptConfig, build_prompt
+from massshift.lm.runtime import torch_threads
 from massshift.lm.sampling import stop_token_mask
 from massshift.rundir import init_run_dir, write_json
-from massshift.train.common import TrainLog, TrainResult, check_facts, save_training_figure, torch_threads
+from massshift.train.common import TrainLog, TrainResult, check_facts, save_training_figure
 from massshift.train.grpo import GRPOConfig, RewardFn
 
 logger = logging.getLogger(__name__)
