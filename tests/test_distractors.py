@@ -100,7 +100,9 @@ def test_scored_distractors_match_a_plain_forward_pass(tokenizer, tiny_model):
     assert "distractors" not in ScoreConfig(generation=gen).numbers_key()  # old cache keys unchanged
     table = score_facts(tiny_model, tokenizer, facts, cfg)
     assert table["logp_gold"].to_numpy() == pytest.approx(plain["logp_gold"].to_numpy(), abs=1e-5)
-    assert "state_chance" in table.columns
+    from massshift.analysis.states import add_state_columns
+
+    assert "state_chance" in add_state_columns(table).columns  # distractors make the chance criterion possible
     expected = draw_distractors(facts, 3, 0)
     for (_, row), drawn in zip(table.iterrows(), expected):
         assert list(row["distractors"]) == drawn and row["n_distractors"] == 3

@@ -135,3 +135,18 @@ def test_help_does_not_load_torch():
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_docstrings_cite_pages_that_exist():
+    import re
+
+    root = PKG.parent
+    bad = []
+    for path in PKG.rglob("*.py"):
+        text = path.read_text()
+        if "DESIGN.md" in text or "massshift.evaluate" in text:
+            bad.append(f"{path.relative_to(root)} cites DESIGN.md or massshift.evaluate")
+        for page in re.findall(r"docs/[\w./-]+\.md", text):
+            if not (root / page).exists():
+                bad.append(f"{path.relative_to(root)} cites {page}, which does not exist")
+    assert not bad, "\n".join(bad)

@@ -156,7 +156,7 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     Under ``accelerate launch`` every process scores its shard of the chunks into the cache; the
     main process then merges them and the others get a None table. With ``out_table`` the table
     is streamed to that parquet file chunk by chunk and its summary is returned instead
-    (``score_table.write_score_table``: n_facts, accuracy, formats, criterion).
+    (``score.table.write_score_table``: n_facts, accuracy, formats, ...).
     """
     import gc
 
@@ -187,10 +187,10 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
 
     try:
         if out_table is not None:
-            table = write_score_table(plan, out_table, label, state_config)
+            table = write_score_table(plan, out_table, label, state_config.threshold)
             formats = table["formats"]
         else:
-            table = load_chunks(plan, label, state_config)
+            table = load_chunks(plan, label)
             formats = format_summary(table, state_config.threshold)
     except ShardError as err:
         _fail(str(err))
@@ -244,11 +244,16 @@ def score(
                                 out_table=out / "scores.parquet")
     if table is None:  # not the main process: its shard is in the cache
         return
+    from massshift.analysis.states import decide_auto
     from massshift.rundir import write_json
 
     write_json(out / "model_info.json", info)
+    crit = states.criterion
+    if crit == "auto":
+        crit = decide_auto(states, [table["formats"]] if table["formats_complete"] else [], table["chance"],
+                           table["sampled"])[0]
     typer.echo(f"{out / 'scores.parquet'}: {table['n_facts']} facts, greedy accuracy {table['accuracy']:.3f} "
-               f"(states: {table['criterion']})")
+               f"(state criterion when compared: {crit})")
 
 
 @app.command()

@@ -137,7 +137,7 @@ def write_compare_report(
     checked_base = _checked(base_scores, f"base score table ({config.base_label})")
     checked_rl = [(label, _checked(df, f"rl score table ({label})")) for label, df in rl_list]
     # one criterion for every table: chance only when all of them carry distractor columns
-    state_cfg = config.states.resolve(checked_base, *[df for _, df in checked_rl])
+    state_cfg, reason = _criterion(config.states, [checked_base, *[df for _, df in checked_rl]])
     base = add_state_columns(checked_base, state_cfg)
     rl_tables = [(label, add_state_columns(df, state_cfg)) for label, df in checked_rl]
     merged_all = [(label, merge_models(base, df)) for label, df in rl_tables]  # checks every fact set first
@@ -151,7 +151,7 @@ def write_compare_report(
     summary = summarise(merged, state_cfg, stats_cfg)
     summary = {"labels": {"base": config.base_label, "rl": headline_label},
                "checkpoints": [label for label, _ in rl_list], **summary,
-               "formats": _formats(checked_base, checked_rl[-1][1], config, state_cfg, extra_config)}
+               "formats": _formats(checked_base, checked_rl[-1][1], config, state_cfg, reason, extra_config)}
 
     write_parquet(out / "facts.parquet", merged)
     boot = Bootstrap(len(merged), stats_cfg)
@@ -173,7 +173,16 @@ def write_compare_report(
     return summary
 
 
-def _formats(base: pd.DataFrame, rl: pd.DataFrame, config: CompareConfig, state_cfg: StateConfig,
+def _criterion(states: StateConfig, tables: list[pd.DataFrame]) -> tuple[StateConfig, str]:
+    """The one resolution of ``auto`` for a comparison: over every table (base and each checkpoint), with
+    the reason report.md prints, computed on the same tables."""
+    if states.criterion != "auto":
+        return states, f"criterion {states.criterion!r} was given"
+    criterion, reason = auto_criterion(states, *tables)
+    return states.with_criterion(criterion), reason
+
+
+def _formats(base: pd.DataFrame, rl: pd.DataFrame, config: CompareConfig, state_cfg: StateConfig, reason: str,
              extra_config: dict[str, Any] | None) -> dict[str, Any]:
     """Format diagnostics of both models (``formats``), their shift, the warnings and why the criterion."""
     eps = state_cfg.threshold
@@ -181,10 +190,6 @@ def _formats(base: pd.DataFrame, rl: pd.DataFrame, config: CompareConfig, state_
     for label, s in ((config.base_label, b), (config.rl_label, r)):
         if s.get("warning"):
             logger.warning("%s: %s", label, s["warning"])
-    if config.states.criterion == "auto":
-        reason = auto_criterion(config.states, base, rl)[1]
-    else:
-        reason = f"criterion {config.states.criterion!r} was given"
     score = (extra_config or {}).get("score")
     match = getattr(getattr(score, "match", None), "mode", None)
     prompt = getattr(score, "prompt", None)

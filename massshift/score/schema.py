@@ -1,7 +1,7 @@
 """The score table: the contract between scoring and analysis.
 
-One row per (fact, model). Scoring (``massshift.evaluate``) writes it; the
-analysis modules (categories, transitions, stats, plots, report) read it and
+One row per (fact, model), measurements only. Scoring (``massshift.score.table``) writes it; the
+analysis modules (states, transitions, statistics) and the report read it, decide the states, and
 never load a model. Columns:
 
 ===================  ===========  ==========================================================
@@ -23,7 +23,6 @@ n_correct            int          correct samples among them
 sample_answers       str          JSON object: normalised sampled answer -> count
 answer_entropy       float        entropy (nats) of the distinct normalised sampled answers;
                                   NaN when n_samples == 0
-state                str          state under the run's default criterion
 ===================  ===========  ==========================================================
 
 Optional columns carried from the facts file: ``subject``, ``relation``,
@@ -61,7 +60,7 @@ import pandas as pd
 SCORE_COLUMNS: tuple[str, ...] = (
     "fact_id", "question", "answers", "model", "greedy", "greedy_correct", "logp_gold",
     "logp_gold_per_token", "best_alias", "is_greedy", "n_samples", "n_correct",
-    "sample_answers", "answer_entropy", "state",
+    "sample_answers", "answer_entropy",
 )
 FACT_COLUMNS_OPTIONAL: tuple[str, ...] = ("subject", "relation", "object", "popularity")
 DISTRACTOR_COLUMNS: tuple[str, ...] = (

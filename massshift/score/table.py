@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,15 +151,6 @@ def entropy_nats(counts: dict[str, int]) -> float:
     return -sum(c / total * math.log(c / total) for c in counts.values() if c)
 
 
-def pass_at_k_ks(n: int) -> list[int]:
-    """k = 1, 2, 4, ... up to n (n itself included)."""
-    ks, k = [], 1
-    while k < n:
-        ks.append(k)
-        k *= 2
-    return ks + [n] if n >= 1 else []
-
-
 def split_scores(scores: AliasScores, n_aliases: int) -> tuple[AliasScores, list[float]]:
     """Split one fact's scores into the gold aliases (the first ``n_aliases`` rows) and the distractors' log-probs."""
     gold = AliasScores(scores.alias_logps[:n_aliases], scores.token_logps[:n_aliases],
@@ -178,8 +170,6 @@ def score_chunk(
     when ``config.distractors > 0`` and none are given they are drawn from this
     chunk alone. Their columns (``DISTRACTOR_COLUMNS``) are written only then.
     """
-    from massshift.analysis.statistics import pass_at_k  # the one definition of the estimator
-
     ids = [str(f) for f in facts["fact_id"]]
     questions = list(facts["question"])
     answers = [list(a) for a in facts["answers"]]
@@ -211,7 +201,7 @@ def score_chunk(
             "best_alias": ans[best // n_ends], "is_greedy": s.is_greedy,
             "n_samples": n, "n_correct": n_correct,
             "sample_answers": json.dumps(counts, ensure_ascii=False),
-            "answer_entropy": entropy_nats(counts), "state": "",
+            "answer_entropy": entropy_nats(counts),
             "token_logps": s.token_logps[best], "n_truncated": g.truncated,
         }
         if prefixes is not None:
@@ -222,8 +212,6 @@ def score_chunk(
             row["distractors"] = dis[i]
             row["distractor_logps"] = _fold_ends(split_scores(tf_all[i], len(ans) * n_ends)[1], n_ends)
             row.update(distractor_stats(s.logp_gold, row["distractor_logps"]))
-        for k in pass_at_k_ks(n):
-            row[f"pass_at_{k}"] = float(pass_at_k(n, n_correct, k))
         for col in FACT_COLUMNS_OPTIONAL:
             if col in facts.columns:
                 row[col] = facts[col].iloc[i]
@@ -292,7 +280,7 @@ def plan_chunks(
 
 
 def compute_chunks(
-    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, plan: ChunkPlan, label: str,
+    model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig, plan: ChunkPlan,
     matcher: Matcher, drawn: Sequence[Sequence[str]] | None = None, shard: Shard | None = None,
     on_facts: Callable[[float], None] | None = None,
 ) -> list[pd.DataFrame]:
@@ -318,13 +306,16 @@ def compute_chunks(
     return parts
 
 
-def finish_table(table: pd.DataFrame, label: str, state_config: Any, prior: ValuePrior | None = None) -> pd.DataFrame:
-    """Label, value-prior columns, state columns (``state_config`` already resolved, or resolved on
-    ``table``) and column order. ``prior`` pools the whole table's distractor scores when ``table``
-    is one chunk of it (``write_score_table``); by default ``table``'s own are pooled."""
-    from massshift.analysis.states import StateConfig, add_state_columns
+DERIVED_COLUMNS = re.compile(r"^(state(_\w+)?|pass_at_\d+)$")
+"""Columns older versions stored in score tables that are interpretation, not measurement: dropped on load."""
 
-    table = table.copy()
+
+def finish_table(table: pd.DataFrame, label: str, prior: ValuePrior | None = None) -> pd.DataFrame:
+    """Label, value-prior columns and column order; columns derived from the measurements (states,
+    pass@k: ``DERIVED_COLUMNS``) that older caches hold are dropped. ``prior`` pools the whole table's
+    distractor scores when ``table`` is one chunk of it (``write_score_table``); by default ``table``'s
+    own are pooled."""
+    table = table.drop(columns=[c for c in table.columns if DERIVED_COLUMNS.match(c)])
     table["model"] = label
     table["answers"] = table["answers"].map(list)
     if prior is None and "distractor_logps" in table.columns:
@@ -332,7 +323,6 @@ def finish_table(table: pd.DataFrame, label: str, state_config: Any, prior: Valu
         prior.add(table)
     if prior is not None:
         table[list(PRIOR_COLUMNS)] = prior.columns(table)
-    table = add_state_columns(table, state_config or StateConfig())
     first = [c for c in SCORE_COLUMNS if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
 
@@ -348,14 +338,13 @@ def _score(
     matcher_name = "" if matcher is None else getattr(matcher, "__qualname__", repr(matcher))
     drawn = draw_distractors(facts, config.distractors, config.generation.seed) if config.distractors else None
     plan = plan_chunks(facts, config, model_key, cache_dir, matcher_name, drawn)
-    return plan, compute_chunks(model, tokenizer, facts, config, plan, "", match, drawn, shard, on_facts)
+    return plan, compute_chunks(model, tokenizer, facts, config, plan, match, drawn, shard, on_facts)
 
 
 def score_facts(
     model: Any, tokenizer: Any, facts: pd.DataFrame, config: ScoreConfig | None = None, *,
     label: str = "model", model_key: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-    matcher: Matcher | None = None, state_config: Any = None,
-    on_facts: Callable[[float], None] | None = None,
+    matcher: Matcher | None = None, on_facts: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """The score table of ``model`` over ``facts`` (one row per fact, schema.SCORE_COLUMNS first).
 
@@ -370,14 +359,12 @@ def score_facts(
             ``<root>/scores/<fingerprint>/``.
         matcher: a ``(prediction, answers) -> bool`` callable replacing
             ``config.match`` (a judge model, say).
-        state_config: ``categories.StateConfig`` for the ``state`` column (default ``auto``:
-            ``chance`` when distractors were scored, else ``logprob``).
         on_facts: progress callback, called with the number of facts done.
     """
     config = config or ScoreConfig()
     plan, parts = _score(model, tokenizer, facts, config, model_key, cache_dir, matcher, None, on_facts)
     table = pd.concat(parts if plan.folder is None else list(iter_chunks(plan)), ignore_index=True)
-    return finish_table(table, label, state_config)
+    return finish_table(table, label)
 
 
 def score_to_cache(
@@ -395,10 +382,10 @@ def score_to_cache(
     return plan
 
 
-def load_chunks(plan: ChunkPlan, label: str, state_config: Any = None) -> pd.DataFrame:
+def load_chunks(plan: ChunkPlan, label: str) -> pd.DataFrame:
     """The whole score table from a plan's chunks (every chunk must exist; fingerprints checked)."""
     wait_for_chunks(plan)
-    return finish_table(pd.concat(list(iter_chunks(plan)), ignore_index=True), label, state_config)
+    return finish_table(pd.concat(list(iter_chunks(plan)), ignore_index=True), label)
 
 
 PASS_COLUMNS: tuple[str, ...] = (
@@ -409,20 +396,18 @@ PASS_COLUMNS: tuple[str, ...] = (
 
 
 def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
-                      state_config: Any = None) -> dict[str, Any]:
+                      eps: float | None = None) -> dict[str, Any]:
     """Write the score table to ``out`` from the plan's chunks so that memory does not grow with the
     number of facts, and return its summary: ``n_facts``, ``accuracy`` (greedy), ``formats``
-    (``formats.format_summary``) and ``criterion`` (the resolved state criterion).
+    (``formats.format_summary`` with probability line ``eps``), and whether every fact has
+    distractors and samples (``chance``, ``sampled``: what resolving the ``auto`` criterion needs,
+    with ``analysis.states.decide_auto``).
 
-    Two passes over the chunks. The first counts what resolving ``auto`` needs (a
-    ``formats.FormatTally``, whether every chunk has distractors and samples) and pools the
-    value prior (one float per distractor); the second finishes each chunk with that one resolved
-    criterion and appends it as a row group. The file equals ``score_facts``'s table (tested).
+    Two passes over the chunks. The first counts (a ``formats.FormatTally``) and pools the value
+    prior (one float per distractor); the second finishes each chunk and appends it as a row group.
+    The file equals ``score_facts``'s table (tested).
     """
-    from massshift.analysis.states import StateConfig, decide_auto, has_distractors, has_samples
-
     wait_for_chunks(plan)
-    config = state_config or StateConfig()
     have = set(pq_columns(plan))
     columns = [c for c in PASS_COLUMNS if c in have]
     if not all(c in have for c in FORMAT_COLUMNS):  # older chunks: formats computed from the samples
@@ -432,16 +417,13 @@ def write_score_table(plan: ChunkPlan, out: str | os.PathLike[str], label: str,
     n = correct = 0
     for part in iter_chunks(plan, columns):
         tally.add(part)
-        chance &= has_distractors(part)
-        sampled &= has_samples(part)
+        chance &= all(c in part.columns for c in DISTRACTOR_COLUMNS)
+        sampled &= "n_samples" in part.columns and bool((part["n_samples"] > 0).all())
         n += len(part)
         correct += int(part["greedy_correct"].astype(bool).sum())
         if prior is not None:
             prior.add(part)
-    formats = tally.summary(config.threshold)
-    if config.criterion == "auto":
-        complete = all(c in have for c in ("answers", "greedy", "greedy_correct", "logp_gold"))
-        config = config.with_criterion(decide_auto(config, [formats] if complete else [], chance, sampled)[0])
-    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, config, prior))
-    return {"n_facts": n, "accuracy": correct / n if n else math.nan, "formats": formats,
-            "criterion": config.criterion}
+    merge_chunks(plan, Path(out), lambda part: finish_table(part, label, prior))
+    complete = all(c in have for c in ("answers", "greedy", "greedy_correct", "logp_gold"))
+    return {"n_facts": n, "accuracy": correct / n if n else math.nan, "formats": tally.summary(eps),
+            "formats_complete": complete, "chance": chance, "sampled": sampled}

@@ -196,13 +196,15 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
     res = train_grpo(model, tok, facts, d, grpo, prompt=cfg.prompt)
     after = []
     if spec.kind in ("bucket", "mixed") and cfg.after_samples:
-        own = score_facts(res.model, tok, facts, _score_config(cfg, cfg.after_samples), label="after",
-                          state_config=_state_config())
+        own = score_facts(res.model, tok, facts, _score_config(cfg, cfg.after_samples), label="after")
         for bucket, grp in own.groupby(own["fact_id"].map(bucket_of), sort=False):
             after.append({"bucket": bucket, "n": len(grp), "greedy_correct": int(grp["greedy_correct"].sum()),
                           "accessible": int((grp["n_correct"] > 0).sum())})
-    scores = score_facts(res.model, tok, test, _score_config(cfg, 0), label="rl", state_config=_state_config())
-    write_parquet(d / "test_scores.parquet", scores[["fact_id", "greedy", "greedy_correct", "logp_gold", "state"]])
+    scores = score_facts(res.model, tok, test, _score_config(cfg, 0), label="rl")
+    from massshift.analysis.states import assign_states
+
+    kept = scores[["fact_id", "greedy", "greedy_correct", "logp_gold"]]
+    write_parquet(d / "test_scores.parquet", kept.assign(state=assign_states(scores, _state_config()).to_numpy()))
     merged = merge_models(base_test, scores)
     boot = Bootstrap(len(merged), StatsConfig(seed=spec.seed))
     acc = accuracy_and_gain(merged, boot)
@@ -257,7 +259,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     base_key = info.cache_key
     with progress_bar(len(train), "base samples (train)", enabled=progress) as adv:
         train_scores = score_facts(model, tok, train, _score_config(cfg, cfg.n_samples), label="base",
-                                   model_key=base_key, cache_dir=out / "cache", state_config=_state_config(),
+                                   model_key=base_key, cache_dir=out / "cache",
                                    on_facts=adv)
     write_parquet(out / "train_scores.parquet", train_scores.drop(columns=["token_logps"], errors="ignore"))
     buckets = train_scores[["fact_id", "question", "n_correct", "n_samples", "greedy_correct"]].copy()
@@ -268,7 +270,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     logger.info("bucket sizes: %s", dict(zip(sizes["bucket"], sizes["n"])))
     with progress_bar(len(test), "base greedy (test)", enabled=progress) as adv:
         base_test = score_facts(model, tok, test, _score_config(cfg, 0), label="base", model_key=base_key,
-                                cache_dir=out / "cache", state_config=_state_config(), on_facts=adv)
+                                cache_dir=out / "cache", on_facts=adv)
     write_parquet(out / "base_test_scores.parquet", base_test.drop(columns=["token_logps"], errors="ignore"))
     specs, plan = plan_runs(buckets, cfg.sample_size, cfg.seeds, cfg.min_bucket, cfg.leave_one_out)
     write_json(out / "plan.json", {**plan, "runs": [{"name": s.name, "kind": s.kind, "bucket": s.bucket,

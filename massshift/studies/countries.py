@@ -197,7 +197,7 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
             logger.info("candidate %s skipped: the tokenizer has no chat template", name)
             continue
         table = score_facts(model, tok, val, _score_config(cfg, prompt, "contains", 0, min(cfg.distractors, 5)),
-                            label="base", state_config=StateConfig(criterion="logprob"))
+                            label="base")
         fmt = format_summary(table, StateConfig().threshold)
         exact = [is_correct(g, list(a)) for g, a in zip(table["greedy"], table["answers"])]
         for mode, correct in (("exact", exact), ("contains", list(table["greedy_correct"]))):
@@ -219,7 +219,6 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
 def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
     from massshift.analysis.estimators import StatsConfig
-    from massshift.analysis.states import StateConfig
     from massshift.data.countries import country_facts
     from massshift.data.facts import load_facts, save_facts
     from massshift.lm.loading import load_model, set_threads
@@ -275,11 +274,9 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     mode = choice["match"]
     logger.info("chosen on validation: %s (accuracy %.3f)", choice["candidate"], choice["val_accuracy"])
     score_cfg = _score_config(cfg, prompt, mode, cfg.n_samples, cfg.distractors)
-    states = StateConfig(criterion="auto")
 
     def score(m: Any, tk: Any, key: str, label: str) -> pd.DataFrame:
-        return score_facts(m, tk, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache",
-                           state_config=states)
+        return score_facts(m, tk, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache")
 
     t = time.perf_counter()
     base_scores = score(model, tok, base_key, "base")
@@ -347,7 +344,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
 def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[str, float], start: float,
                        facts: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                        choice: dict[str, Any], base_scores: pd.DataFrame) -> dict[str, Any]:
-    from massshift.analysis.states import StateConfig
+    from massshift.analysis.states import StateConfig, assign_states
     from massshift.score.formats import format_summary
     from massshift.studies.baselines import accuracy_table
 
@@ -361,7 +358,7 @@ def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[
                "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
                "choice": {k: v for k, v in choice.items() if k != "key"},
                "results": results.to_dict(orient="records"),
-               "states": {str(k): int(v) for k, v in base_scores["state"].value_counts().items()},
+               "states": {str(k): int(v) for k, v in assign_states(base_scores, StateConfig()).value_counts().items()},
                "formats": format_summary(base_scores, StateConfig().threshold)}
     write_json(out / "summary.json", summary)
     return summary

@@ -132,7 +132,6 @@ def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Pa
 def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns a summary with both comparisons' headline numbers."""
     from massshift.analysis.estimators import StatsConfig
-    from massshift.analysis.states import StateConfig
     from massshift.data.facts import load_facts
     from massshift.data.split import split_facts, write_split
     from massshift.lm.loading import load_model, set_threads
@@ -175,12 +174,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
     # never changes the numbers, tested)
     score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed),
                             scoring=ScoringConfig(batch_size=256), distractors=cfg.distractors)
-    states = StateConfig(criterion="auto")
 
     def score(model_dir: Path, label: str) -> pd.DataFrame:
         model, tok, info = load_model(str(model_dir))
         return score_facts(model, tok, test, score_cfg, label=label, model_key=info.cache_key,
-                           cache_dir=out / "cache", state_config=states)
+                           cache_dir=out / "cache")
 
     base_dir = pre_dir
     k_grpo = config_key([k_pre, k_split, cfg.grpo])
