@@ -1,5 +1,5 @@
 """``python -m massshift`` (and ``accelerate launch -m massshift``)."""
 
-from massshift.cli.app import main
+from massshift.cli import main
 
 main()

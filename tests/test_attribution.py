@@ -268,8 +268,7 @@ def test_quick_attribution_end_to_end(tmp_path):
 
     from typer.testing import CliRunner
 
-    import massshift.cli.attribute  # noqa: F401  (registers the command)
-    from massshift.cli.app import app
+    from massshift.cli import app
     from massshift.data.facts import load_facts
     from massshift.data.split import split_facts, write_split
     from massshift.studies.demo import _pretrain_config, _world_config

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from massshift.cli.app import app
+from massshift.cli import app
 from massshift.data.facts import load_facts
 from massshift.data.split import verify_disjoint
 

@@ -7,8 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import massshift.cli.train  # noqa: F401  (registers the commands)
-from massshift.cli.app import app
+from massshift.cli import app
 
 runner = CliRunner()
 
@@ -63,3 +62,34 @@ def test_baselines(tmp_path, tiny_model_dir, facts_file):
     assert (table["n"] == 8).all()
     res = runner.invoke(app, ["baselines", str(tiny_model_dir), "--facts", str(facts_file), "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "--train" in res.output
+
+
+def test_settings_precedence_defaults_yaml_set_options(tmp_path):
+    from massshift.cli.train import _settings
+    from massshift.train.grpo import GRPOConfig
+
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text(yaml.safe_dump({"seed": 5, "lr": 1e-3, "steps": 9}))
+    kept = _settings(GRPOConfig, cfg, {"seed": None, "lr": None}, None)
+    assert (kept.seed, kept.lr, kept.steps) == (5, 1e-3, 9)  # YAML beats the dataclass defaults
+    assert _settings(GRPOConfig, None, {"seed": None}, None).seed == GRPOConfig().seed
+    given = _settings(GRPOConfig, cfg, {"seed": 7}, ["steps=4"])
+    assert (given.seed, given.steps) == (7, 4)  # options given on the command line beat YAML
+    assert _settings(GRPOConfig, cfg, {"seed": 7}, ["seed=6"]).seed == 6  # --set, the most explicit, last
+
+
+def test_yaml_seed_survives_the_command_line(tmp_path, tiny_model_dir, facts_file):
+    # the CLI's --seed default used to override the YAML's seed in every trainer and in baselines
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(yaml.safe_dump({"seed": 5}))
+    out = tmp_path / "sft"
+    res = runner.invoke(app, ["train", "sft", str(tiny_model_dir), "--facts", str(facts_file), "--out", str(out),
+                              "--config", str(cfg), "--steps", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written.get("sft", written)["seed"] == 5
+    res = runner.invoke(app, ["train", "sft", str(tiny_model_dir), "--facts", str(facts_file), "--out", str(out),
+                              "--config", str(cfg), "--steps", "1", "--seed", "7", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written.get("sft", written)["seed"] == 7

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FACTS
-from massshift.cli.app import app
+from massshift.cli import app
 
 runner = CliRunner()
 
@@ -77,3 +77,17 @@ def test_compare_from_score_tables(tmp_path, tiny_model_dir, trained_dir, facts_
     assert res.exit_code == 2
     missing = pd.read_parquet(tmp_path / "rl" / "scores.parquet")["fact_id"].iloc[-1]
     assert missing in res.output
+    # two RL tables with the same file name get folder/name labels instead of a crash
+    (tmp_path / "rl2").mkdir()
+    pd.read_parquet(tmp_path / "rl" / "scores.parquet").to_parquet(tmp_path / "rl2" / "scores.parquet")
+    res = runner.invoke(app, ["compare", "--base-scores", str(tmp_path / "base" / "scores.parquet"),
+                              "--rl-scores", str(tmp_path / "rl" / "scores.parquet"),
+                              "--rl-scores", str(tmp_path / "rl2" / "scores.parquet"), "--out", str(tmp_path / "r3"),
+                              "--n-boot", "50"])
+    assert res.exit_code == 0, res.output
+    assert set(pd.read_csv(tmp_path / "r3" / "trajectory.csv")["checkpoint"]) == {"base", "rl/scores", "rl2/scores"}
+    # and the same folder and name twice is a clear error naming the files
+    res = runner.invoke(app, ["compare", "--base-scores", str(tmp_path / "base" / "scores.parquet"),
+                              "--rl-scores", str(tmp_path / "rl" / "scores.parquet"),
+                              "--rl-scores", str(tmp_path / "rl" / "scores.parquet"), "--out", str(tmp_path / "r4")])
+    assert res.exit_code == 2 and "same label" in res.output and "Traceback" not in res.output

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from massshift.cli.app import app
+from massshift.cli import app
 
 pytestmark = pytest.mark.slow
 

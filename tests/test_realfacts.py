@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import massshift.cli.studies  # noqa: F401  (registers `facts`)
-from massshift.cli.app import app
+from massshift.cli import app
 from massshift.data.countries import RELATIONS, TEMPLATES, country_facts
 from massshift.data.facts import FACT_COLUMNS, load_facts
 from massshift.data.matching import normalize

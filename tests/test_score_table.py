@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import massshift.score.table as st
+from massshift.analysis.states import assign_states
 from massshift.lm.sampling import GenerationConfig
 from massshift.score.schema import SCORE_COLUMNS, check_score_table
-from massshift.analysis.states import assign_states
 from massshift.score.table import ScoreConfig, answer_counts, entropy_nats, score_facts
 
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from massshift.cli.app import NoProgress, Threads, _fail, _load_facts_or_fail, app
+from massshift.cli.common import _fail, _load_facts_or_fail
+from massshift.cli.options import NoProgress, Threads
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -20,7 +21,6 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-@app.command()
 def attribute(
     base: Annotated[str, typer.Argument(help="Base checkpoint (any form `massshift score` loads).")],
     train: Annotated[Path, typer.Option("--train", help="Training facts (bucketed, then sampled per run).")],

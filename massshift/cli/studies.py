@@ -1,4 +1,4 @@
-"""``massshift facts countries``: real facts from installed data packages (``massshift.data.countries``)."""
+"""``massshift demo`` and ``massshift study``: whole studies in one run directory."""
 
 from __future__ import annotations
 
@@ -7,36 +7,34 @@ from typing import Annotated
 
 import typer
 
-from massshift.cli.app import _fail, app
-
-facts_app = typer.Typer(no_args_is_help=True, help="Build facts files from installed data packages.")
-app.add_typer(facts_app, name="facts")
+from massshift.cli.common import _fail, _pct
+from massshift.cli.options import NoProgress, Seed, Threads
 
 
-@facts_app.command()
-def countries(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Facts file to write (.jsonl).")],
-    relation: Annotated[list[str] | None, typer.Option("--relation", "-r", help="Relation to build (repeatable): capital, currency, official_language, region, subregion. Default: all.")] = None,
-    all_templates: Annotated[bool, typer.Option("--all-templates", help="One fact per question template (paraphrases) instead of one per country and relation.")] = False,
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (stages are reused when unchanged).")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small world and short runs (about a minute; for tests).")] = False,
+    seed: Seed = 0,
+    threads: Threads = None,
+    no_progress: NoProgress = False,
 ) -> None:
-    """Country -> capital, currency, official language, region, subregion (countryinfo + babel, offline)."""
-    from massshift.data.countries import RELATIONS, RealFactsError, country_facts
-    from massshift.data.facts import save_facts
+    """The whole study on a synthetic world: world, pretraining, split, GRPO, SFT, compare, report."""
+    from massshift.studies.demo import DemoConfig, run_demo
 
-    try:
-        df = country_facts(tuple(relation) if relation else RELATIONS, all_templates=all_templates)
-    except (RealFactsError, ValueError) as err:
-        _fail(str(err))
-    if out.suffix.lower() != ".jsonl":
-        _fail(f"{out}: facts are written as .jsonl; give a path ending in .jsonl")
-    save_facts(df, out)
-    counts = ", ".join(f"{r} {n}" for r, n in df["relation"].value_counts().sort_index().items())
-    typer.echo(f"wrote {len(df)} facts to {out} ({counts})")
-    for reason, n in df.attrs["dropped"].items():
-        typer.echo(f"  dropped {n}: {reason}")
+    summary = run_demo(out, DemoConfig(seed=seed, quick=quick, threads=threads), progress=not no_progress)
+    rl, sft = summary["rl"], summary["sft"]
+    typer.echo(f"report: {summary['report']}")
+    typer.echo(f"held-out greedy accuracy: base {_pct(rl['base_accuracy'])}, GRPO {_pct(rl['accuracy'])}, "
+               f"SFT {_pct(sft['accuracy'])}")
+    typer.echo(f"relative gain: GRPO {_pct(rl['relative_gain'], True)}, SFT {_pct(sft['relative_gain'], True)}")
+    typer.echo(f"redistribution share (GRPO, {rl['criterion']} criterion): {rl['from_tail']} of {rl['n_new_greedy']} "
+               f"newly greedy-correct facts were tail-correct in the base ({_pct(rl['redistribution_share'])}); "
+               f"{rl['from_absent']} were absent")
+    typer.echo("held-out greedy accuracy with 95% CIs (results.csv):")
+    for row in summary["results"]:
+        typer.echo(f"  {row['method']:>18}: {_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]")
 
 
-@app.command()
 def study(
     name: Annotated[str, typer.Argument(help="The study: smollm2-countries (SmolLM2-135M-Instruct on country facts).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (reused stage by stage when settings match).")],

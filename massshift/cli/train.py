@@ -13,28 +13,32 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from massshift.cli.app import NoProgress, Seed, Threads, _fail, _load_facts_or_fail, _pct, app
+from massshift.cli.common import _fail, _load_facts_or_fail, _pct
+from massshift.cli.options import (
+    Chat,
+    ConfigYaml,
+    EvalEvery,
+    EvalOpt,
+    FactsOpt,
+    Instruction,
+    LoraR,
+    Lr,
+    MatchOpt,
+    MaxCompletion,
+    ModelArg,
+    NoProgress,
+    OutOpt,
+    Resume,
+    SaveEvery,
+    SeedGiven,
+    SetOpt,
+    StepBatch,
+    Steps,
+    Threads,
+)
 
 train_app = typer.Typer(no_args_is_help=True, help="Built-in trainers (GRPO, SFT, RFT) that write checkpoints for compare.")
-app.add_typer(train_app, name="train")
 
-ModelArg = Annotated[str, typer.Argument(help="Checkpoint to train (any form `massshift score` loads).")]
-FactsOpt = Annotated[Path, typer.Option("--facts", "-f", help="Training facts file.")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints/, final/, train_log.jsonl).")]
-EvalOpt = Annotated[Path | None, typer.Option("--eval-facts", help="Held-out facts for greedy accuracy during training.")]
-ConfigYaml = Annotated[Path | None, typer.Option("--config", help="YAML file of trainer settings.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any trainer setting as field=value (repeatable).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")]
-Steps = Annotated[int | None, typer.Option(help="Optimizer steps.")]
-BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Questions (RL) or examples (SFT) per step.")]
-Lr = Annotated[float | None, typer.Option(help="AdamW learning rate.")]
-LoraR = Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (0: full fine-tuning).")]
-MatchOpt = Annotated[str | None, typer.Option("--match", help="exact or contains.")]
-MaxNew = Annotated[int | None, typer.Option("--max-new-tokens", help="Longest completion.")]
-SaveEvery = Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps (0: final only).")]
-EvalEvery = Annotated[int | None, typer.Option("--eval-every", help="Held-out greedy accuracy every N steps.")]
-ChatOpt = Annotated[bool, typer.Option("--chat/--no-chat", help="Use the tokenizer's chat template.")]
-Instruction = Annotated[str, typer.Option(help="With --chat: a line before the question.")]
 
 
 def _settings(cls: Any, config: Path | None, named: dict[str, Any], sets: list[str] | None) -> Any:
@@ -86,15 +90,15 @@ def _report(result: Any) -> None:
 @train_app.command("rl")
 def train_rl(
     model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
-    set_: SetOpt = None, steps: Steps = None, batch_size: BatchSize = None,
+    set_: SetOpt = None, steps: Steps = None, batch_size: StepBatch = None,
     num_generations: Annotated[int | None, typer.Option("--num-generations", "-G", help="Completions per question.")] = None,
     lr: Lr = None, beta: Annotated[float | None, typer.Option(help="KL weight (0: no reference model).")] = None,
     scale_rewards: Annotated[str | None, typer.Option("--scale-rewards", help="group or none (Dr. GRPO).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_new_tokens: MaxNew = None, save_every: SaveEvery = None, eval_every: EvalEvery = None,
-    match: MatchOpt = None, lora_r: LoraR = None, seed: Seed = 0, threads: Threads = None,
+    max_new_tokens: MaxCompletion = None, save_every: SaveEvery = None, eval_every: EvalEvery = None,
+    match: MatchOpt = None, lora_r: LoraR = None, seed: SeedGiven = None, threads: Threads = None,
     engine: Annotated[str, typer.Option(help="builtin, or trl (TRL's GRPOTrainer; needs the trl extra).")] = "builtin",
-    chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+    chat: Chat = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
 ) -> None:
     """GRPO with a binary correctness reward (massshift.train.grpo; every GRPOConfig field is settable)."""
     from massshift.train.grpo import GRPOConfig
@@ -125,9 +129,9 @@ def train_rl(
 def train_sft_cmd(
     model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
     set_: SetOpt = None, epochs: Annotated[float | None, typer.Option(help="Passes over the examples.")] = None,
-    steps: Steps = None, batch_size: BatchSize = None, lr: Lr = None, lora_r: LoraR = None,
-    save_every: SaveEvery = None, eval_every: EvalEvery = None, seed: Seed = 0, threads: Threads = None,
-    chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+    steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None,
+    save_every: SaveEvery = None, eval_every: EvalEvery = None, seed: SeedGiven = None, threads: Threads = None,
+    chat: Chat = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
 ) -> None:
     """Supervised fine-tuning on the gold answers (the paper's SFT baseline)."""
     from massshift.train.sft import SFTConfig, train_sft
@@ -146,8 +150,8 @@ def train_rft_cmd(
     model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
     set_: SetOpt = None, n_samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples per question.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the kept samples.")] = None,
-    steps: Steps = None, batch_size: BatchSize = None, lr: Lr = None, lora_r: LoraR = None, seed: Seed = 0,
-    threads: Threads = None, chat: ChatOpt = False, instruction: Instruction = "", resume: Resume = False,
+    steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None, seed: SeedGiven = None,
+    threads: Threads = None, chat: Chat = False, instruction: Instruction = "", resume: Resume = False,
     no_progress: NoProgress = False,
 ) -> None:
     """Rejection-sampling fine-tuning: SFT on the model's own correct samples (the paper's RFT baseline)."""
@@ -162,14 +166,13 @@ def train_rft_cmd(
                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume))
 
 
-@app.command()
 def baselines(
     model: ModelArg, facts: Annotated[Path, typer.Option("--facts", "-f", help="Test facts.")],
     train: Annotated[Path | None, typer.Option("--train", help="Train facts (the k-shot pool; never the test facts).")] = None,
     out: OutOpt = Path("baselines"), config: ConfigYaml = None, set_: SetOpt = None,
     n_samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples for majority vote.")] = None,
     shots: Annotated[int | None, typer.Option(help="k for k-shot prompting.")] = None,
-    seed: Seed = 0, threads: Threads = None, chat: ChatOpt = False, instruction: Instruction = "",
+    seed: SeedGiven = None, threads: Threads = None, chat: Chat = False, instruction: Instruction = "",
 ) -> None:
     """Inference-time baselines: greedy, majority vote over n samples, k-shot prompting."""
     from massshift.rundir import init_run_dir, write_csv, write_parquet

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from massshift.data.matching import normalize
+from massshift.score import DEFAULT_DISTRACTORS
 from massshift.seeds import fact_rng
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,6 @@ def group_keys(facts: pd.DataFrame) -> list[str]:
     for q, rel, subj in zip(facts["question"], relations, subjects):
         keys.append(f"relation:{rel}" if not _missing(rel) else f"template:{template_key(str(q), subj)}")
     return keys
-
-
-DEFAULT_DISTRACTORS = 20
-"""Distractors scored per fact when the facts name a relation and the user gave no count."""
 
 
 def draw_distractors(facts: pd.DataFrame, k: int = DEFAULT_DISTRACTORS, seed: int = 0) -> list[list[str]]:
