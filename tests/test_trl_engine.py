@@ -60,3 +60,73 @@ def test_two_trl_steps_on_cpu(tiny_model_dir, tmp_path):
     assert cfg_yaml["engine"] == "trl" and cfg_yaml["trl"]["num_generations"] == 4
     assert json.loads((tmp_path / "summary.json").read_text())["optimizer_steps"] == 2
     assert (tmp_path / "train_log.jsonl").exists() and (tmp_path / "figures" / "training.png").exists()
+
+
+class _Captured(Exception):
+    """Raised by the fake trainer once it has what the test needs."""
+
+
+def _capture_trainer(monkeypatch):
+    """Replace trl.GRPOTrainer with a fake that records its arguments and stops the run."""
+    seen: dict = {}
+
+    class FakeTrainer:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            raise _Captured
+
+    monkeypatch.setattr(trl, "GRPOTrainer", FakeTrainer)
+    return seen
+
+
+def test_trl_optimises_the_builtin_reward_with_anti_hedging(monkeypatch, tiny_model_dir, tmp_path, facts_frame):
+    import pytest
+
+    from massshift.train.grpo import build_reward
+
+    seen = _capture_trainer(monkeypatch)
+    cfg = GRPOConfig(steps=1, batch_size=2, num_generations=2, match_mode="contains", save_every=0)
+    from massshift.train.trl_engine import train_grpo_trl
+
+    with pytest.raises(_Captured):
+        train_grpo_trl(tiny_model_dir, facts_frame, tmp_path, cfg, PromptConfig(), use_cpu=True)
+    trl_reward = seen["reward_funcs"]
+    builtin = build_reward(facts_frame, cfg, "\n")
+    texts = [" Paris", " Paris or Berlin", " Berlin", " it is Paris, I think\nQ: Rome"]
+    golds = [["Paris", "Paris, France"]] * len(texts)
+    assert trl_reward(texts, golds) == [1.0, 0.0, 0.0, 1.0]  # naming another capital earns nothing
+    assert trl_reward(texts, golds) == [builtin(t.split("\n")[0].strip(), g) for t, g in zip(texts, golds)]
+
+
+def test_trl_loads_every_spec_through_load_model(monkeypatch, tiny_model_dir, tmp_path, facts_frame):
+    """A state-dict file spec (config.json beside it), which from_pretrained cannot read, reaches TRL as a model."""
+    import pytest
+    import torch
+
+    seen = _capture_trainer(monkeypatch)
+    from massshift.train.trl_engine import train_grpo_trl
+
+    spec = tiny_model_dir / "model.safetensors"
+    with pytest.raises(_Captured):
+        train_grpo_trl(spec, facts_frame, tmp_path, GRPOConfig(steps=1, batch_size=2, num_generations=2,
+                                                               save_every=0), use_cpu=True)
+    assert isinstance(seen["model"], torch.nn.Module)
+    assert seen["processing_class"].pad_token is not None
+
+
+def test_trl_eval_facts_and_resume(tiny_model_dir, tmp_path):
+    from massshift.train.trl_engine import train_grpo_trl
+
+    facts = pd.DataFrame([{"fact_id": str(i), **f} for i, f in enumerate(FACTS[:4])])
+    cfg = GRPOConfig(steps=2, batch_size=2, num_generations=2, lr=1e-2, max_new_tokens=4, save_every=1, threads=1)
+    res = train_grpo_trl(tiny_model_dir, facts, tmp_path, cfg, reward_fn=lambda p, a: float(len(p) % 2),
+                         use_cpu=True, eval_facts=facts)
+    evals = res.log.dropna(subset=["eval_accuracy"])
+    assert evals["step"].tolist() == [0, 2] and evals["eval_accuracy"].between(0, 1).all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval_accuracy_start"] is not None and summary["eval_accuracy_end"] is not None
+    more = GRPOConfig(**{**cfg.to_dict(), "steps": 3})
+    resumed = train_grpo_trl(tiny_model_dir, facts, tmp_path, more, reward_fn=lambda p, a: float(len(p) % 2),
+                             use_cpu=True, resume=True)
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from"] == 2
+    assert resumed.log.dropna(subset=["reward_mean"])["step"].tolist() == [1, 2, 3]

@@ -209,6 +209,36 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return LossParts(loss, float(was_clipped), float(kl_ref), float(kl_old))
 
 
+def build_reward(train: pd.DataFrame, config: GRPOConfig, terminator: str = "\n",
+                 reward_fn: RewardFn | None = None) -> RewardFn:
+    """The reward both engines optimise: ``reward_fn`` when given, else the matcher's 1/0.
+
+    Under ``match_mode="contains"``, when every training fact carries a relation, an answer that also
+    names another value of its relation earns nothing (anti-hedging, ``matching.contains_reward``).
+    """
+    if reward_fn is not None:
+        return reward_fn
+    if config.match_mode == "contains" and "relation" in train.columns and train["relation"].notna().all():
+        logger.info("reward: contains, and wrong when the answer also names another value of the relation")
+        return contains_reward(relation_values(train), config.max_words)
+    matcher = config.match_config(terminator).matcher()
+
+    def correct(text: str, answers: list[str]) -> float:
+        return float(matcher(text, answers))
+
+    return correct
+
+
+def _reference_logprobs(model: torch.nn.Module, ref_model: torch.nn.Module | None,
+                        logps: Callable[..., tuple[torch.Tensor, ...]], chunks: list[slice]) -> list[torch.Tensor]:
+    """Log-probs (rows, C) of each chunk under the frozen initial policy (with LoRA: adapter off)."""
+    with torch.no_grad():
+        if ref_model is not None:
+            return [logps(ref_model, sl)[0] for sl in chunks]
+        with model.disable_adapter():  # type: ignore[operator]
+            return [logps(model, sl)[0] for sl in chunks]
+
+
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: Any, facts: pd.DataFrame,
          prompt_ids: Sequence[list[int]], config: GRPOConfig, step_index: int, matcher: Matcher | None = None,
          reward_fn: RewardFn | None = None, ref_model: torch.nn.Module | None = None,
@@ -231,19 +261,42 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: An
         return completion_logprobs(m, rows_prompt[sl], ro.completion_ids[sl], pad_id, config.temperature,
                                    entropy)  # type: ignore[return-value]
 
-    ref, old = [], []
+    ref = _reference_logprobs(model, ref_model, logps, chunks) if config.beta > 0 else []
     with torch.no_grad():
-        if config.beta > 0:
-            for sl in chunks:
-                if ref_model is not None:
-                    ref.append(logps(ref_model, sl)[0])
-                else:  # LoRA: the base model is the reference
-                    with model.disable_adapter():  # type: ignore[operator]
-                        ref.append(logps(model, sl)[0])
-        if config.num_iterations > 1:
-            old = [logps(model, sl)[0] for sl in chunks]
-    device = next(model.parameters()).device
-    adv = adv.to(device)
+        old = [logps(model, sl)[0] for sl in chunks] if config.num_iterations > 1 else []
+    sums = _optimise(model, optimizer, config, logps, chunks, adv.to(next(model.parameters()).device), old, ref,
+                     n_tokens)
+    fn = reward_fn or (lambda t, a: float(matcher(t, a)))  # type: ignore[misc]
+    greedy = [float(fn(t, a)) for t, a in zip(ro.greedy_texts, ro.answers)]
+    passes_after_first = config.num_iterations - 1
+    zero_var = (r.std(dim=1) == 0).tolist()
+    return {
+        "step": step_index + 1,
+        "reward_mean": float(r.mean()), "reward_std": float(r.std()),
+        "zero_var_share": float((r.std(dim=1) == 0).float().mean()),
+        # which questions gave no signal (attribution.py splits the share by accessibility bucket)
+        "zero_var_fact_ids": [f for f, z in zip(ro.fact_ids, zero_var) if z],
+        "zero_var_rewards": [float(v) for v, z in zip(r[:, 0].tolist(), zero_var) if z],
+        "greedy_reward": sum(greedy) / len(greedy),
+        "kl": sums["kl_ref"] / n_tokens if config.beta > 0 else None,
+        "kl_old": sums["kl_old"] / (n_tokens * passes_after_first) if passes_after_first else None,
+        "entropy": sums["entropy"] / n_tokens,
+        "completion_len": n_tokens / len(ro.completion_ids),
+        "truncated_share": 1.0 - sum(ro.finished) / len(ro.finished),
+        "clipped_share": sums["clipped"] / (n_tokens * config.num_iterations),
+        "loss": sums["loss"], "grad_norm": sums["grad_norm"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _optimise(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: GRPOConfig,
+              logps: Callable[..., tuple[torch.Tensor, ...]], chunks: list[slice], adv: torch.Tensor,
+              old: list[torch.Tensor], ref: list[torch.Tensor], n_tokens: int) -> dict[str, float]:
+    """``num_iterations`` optimizer steps on one rollout batch, gradients accumulated over ``chunks``.
+
+    Returns the mean loss and gradient norm over the passes and the sums the diagnostics divide
+    (clipped tokens, k3 KL to the reference and to the old policy, entropy).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     losses, norms, clipped, kl_ref, kl_old, ent_sum = [], [], 0.0, 0.0, 0.0, 0.0
     for it in range(config.num_iterations):
@@ -264,26 +317,8 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: An
         norms.append(float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)))
         optimizer.step()
         losses.append(loss_sum)
-    fn = reward_fn or (lambda t, a: float(matcher(t, a)))  # type: ignore[misc]
-    greedy = [float(fn(t, a)) for t, a in zip(ro.greedy_texts, ro.answers)]
-    passes_after_first = config.num_iterations - 1
-    return {
-        "step": step_index + 1,
-        "reward_mean": float(r.mean()), "reward_std": float(r.std()),
-        "zero_var_share": float((r.std(dim=1) == 0).float().mean()),
-        # which questions gave no signal (attribution.py splits the share by accessibility bucket)
-        "zero_var_fact_ids": [f for f, z in zip(ro.fact_ids, (r.std(dim=1) == 0).tolist()) if z],
-        "zero_var_rewards": [float(v) for v, z in zip(r[:, 0].tolist(), (r.std(dim=1) == 0).tolist()) if z],
-        "greedy_reward": sum(greedy) / len(greedy),
-        "kl": kl_ref / n_tokens if config.beta > 0 else None,
-        "kl_old": kl_old / (n_tokens * passes_after_first) if passes_after_first else None,
-        "entropy": ent_sum / n_tokens,
-        "completion_len": n_tokens / len(ro.completion_ids),
-        "truncated_share": 1.0 - sum(ro.finished) / len(ro.finished),
-        "clipped_share": clipped / (n_tokens * config.num_iterations),
-        "loss": sum(losses) / len(losses), "grad_norm": sum(norms) / len(norms),
-        "seconds": time.perf_counter() - t0,
-    }
+    return {"loss": sum(losses) / len(losses), "grad_norm": sum(norms) / len(norms), "clipped": clipped,
+            "kl_ref": kl_ref, "kl_old": kl_old, "entropy": ent_sum}
 
 
 GRPOResult = TrainResult
@@ -311,12 +346,8 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
     out = init_run_dir(out_dir, {"trainer": "grpo", "grpo": config.to_dict(), "prompt": prompt.to_dict(),
                                  "custom_reward": reward_fn is not None}, seed=config.seed,
                        device=str(next(model.parameters()).device))
-    matcher = config.match_config(prompt.terminator).matcher()
-    if reward_fn is None and config.match_mode == "contains" and "relation" in train.columns \
-            and train["relation"].notna().all():
-        # anti-hedging: an answer naming another value of the fact's relation earns nothing
-        reward_fn = contains_reward(relation_values(train), config.max_words)
-        logger.info("reward: contains, and wrong when the answer also names another value of the relation")
+    matcher = config.match_config(prompt.terminator).matcher()  # eval accuracy always uses the matcher
+    reward = build_reward(train, config, prompt.terminator, reward_fn)
     with torch_threads(config.threads):
         model.eval()
         ref_model = None
@@ -330,7 +361,7 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
         def step_fn(s: int) -> dict[str, Any]:
             idx = batch_indices(len(train), config.batch_size, config.seed, s)
             return step(model, optimizer, tokenizer, train.iloc[idx], [prompts[i] for i in idx], config, s,
-                        matcher=None if reward_fn else matcher, reward_fn=reward_fn, ref_model=ref_model,
+                        reward_fn=reward, ref_model=ref_model,
                         terminator=prompt.terminator)
 
         def eval_fn() -> float:
@@ -343,15 +374,21 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
         final, model = save_final(model, tokenizer, out)
     frame = TrainLog(out).frame()
     save_training_figure(frame, out)
-    trained = frame.dropna(subset=["reward_mean"]) if "reward_mean" in frame else frame.iloc[:0]
-    evals_logged = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
     write_json(out / "summary.json", {
         "trainer": "grpo", "steps": config.steps, "resumed_from": loop.start or None,
         "steps_per_second": (config.steps - loop.start) / loop.seconds if loop.seconds > 0 else None,
-        "reward_first5": float(trained["reward_mean"].head(5).mean()) if len(trained) else None,
-        "reward_last5": float(trained["reward_mean"].tail(5).mean()) if len(trained) else None,
-        "eval_accuracy_start": float(evals_logged.iloc[0]) if len(evals_logged) else None,
-        "eval_accuracy_end": float(evals_logged.iloc[-1]) if len(evals_logged) else None,
-        "final": str(final), "lora": config.lora_r > 0,
+        **log_summary(frame), "final": str(final), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=final, out_dir=out, model=model)
+
+
+def log_summary(frame: pd.DataFrame) -> dict[str, float | None]:
+    """Reward over the first and last five steps and the first and last eval accuracy of a GRPO log."""
+    trained = frame.dropna(subset=["reward_mean"]) if "reward_mean" in frame else frame.iloc[:0]
+    evals = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    return {
+        "reward_first5": float(trained["reward_mean"].head(5).mean()) if len(trained) else None,
+        "reward_last5": float(trained["reward_mean"].tail(5).mean()) if len(trained) else None,
+        "eval_accuracy_start": float(evals.iloc[0]) if len(evals) else None,
+        "eval_accuracy_end": float(evals.iloc[-1]) if len(evals) else None,
+    }

@@ -31,7 +31,15 @@ Differences that remain (TRL 1.16):
   completion_len, clipped_share, kl, loss, grad_norm) and keeps the rest.
 - With ``PromptConfig(chat=True)`` TRL re-tokenises the rendered chat text
   with special tokens, which can double a BOS (massshift never does).
-- No held-out evaluation during training and no resume in this wrapper.
+- Held-out greedy accuracy (``eval_facts``) is measured before training and
+  after the last step only; ``eval_every`` is not used by this engine.
+- ``resume`` continues from TRL's last checkpoint under ``OUT/trl``
+  (``resume_from_checkpoint``), which TRL writes every ``save_every`` steps.
+
+The model is loaded with ``massshift.lm.loading.load_model``, so every spec
+the built-in trainer accepts (folder, hub id, PEFT adapter, ``.gguf``, state
+dict, named model) works here, and the reward is ``grpo.build_reward``: both
+engines optimise the same function, anti-hedging under ``contains`` included.
 """
 
 from __future__ import annotations
@@ -42,15 +50,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from massshift.data.matching import extract_answer
+from massshift.lm.loading import load_model
 from massshift.lm.prompts import PromptConfig, build_prompt
-from massshift.lm.runtime import torch_threads
+from massshift.lm.runtime import default_device, torch_threads
 from massshift.lm.sampling import stop_token_mask
 from massshift.rundir import init_run_dir, write_json
-from massshift.train.common import TrainLog, TrainResult, check_facts, save_training_figure
-from massshift.train.grpo import GRPOConfig, RewardFn
+from massshift.train.common import TrainLog, TrainResult, check_facts, greedy_accuracy, save_training_figure
+from massshift.train.grpo import GRPOConfig, RewardFn, build_reward, log_summary
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +105,15 @@ def trl_arguments(config: GRPOConfig, out: Path, use_cpu: bool) -> dict[str, Any
 def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: str | Path,
                    config: GRPOConfig | None = None, prompt: PromptConfig | None = None,
                    reward_fn: RewardFn | None = None, callbacks: list[Any] | None = None,
-                   use_cpu: bool | None = None, progress: bool = False) -> TrainResult:
+                   use_cpu: bool | None = None, progress: bool = False, eval_facts: pd.DataFrame | None = None,
+                   resume: bool = False) -> TrainResult:
     """Run GRPO with TRL's GRPOTrainer on massshift's data, prompts and reward; final model in OUT/final.
 
-    ``callbacks`` are passed to the trainer (transformers ``TrainerCallback``s); ``use_cpu`` defaults
-    to True when no GPU is visible. Without ``progress`` the trainer's progress bar and log printing
-    are removed (massshift library code does not print).
+    ``model_path`` is any spec ``load_model`` accepts. ``callbacks`` are passed to the trainer
+    (transformers ``TrainerCallback``s); ``use_cpu`` defaults to True when no GPU is visible. Without
+    ``progress`` the trainer's progress bar and log printing are removed (massshift library code does
+    not print). ``eval_facts``: greedy accuracy before training and after the last step, logged as
+    ``eval_accuracy``. ``resume``: continue from the last checkpoint TRL wrote under ``OUT/trl``.
     """
     try:
         from trl import GRPOConfig as TRLConfig
@@ -110,65 +121,110 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
     except ImportError as err:
         raise ImportError("the TRL engine needs trl: pip install 'massshift[trl]' "
                           "(or use the built-in trainer, massshift.train.grpo)") from err
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = config or GRPOConfig()
     prompt = prompt or PromptConfig()
     train = check_facts(train_facts, "train_facts")
-    use_cpu = (not torch.cuda.is_available()) if use_cpu is None else use_cpu
+    evals = check_facts(eval_facts, "eval_facts") if eval_facts is not None else None
+    use_cpu = default_device() == "cpu" if use_cpu is None else use_cpu
     out = Path(out_dir)
     args = trl_arguments(config, out, use_cpu)
+    checkpoint = _last_trl_checkpoint(out) if resume else None
     init_run_dir(out, {"trainer": "grpo", "engine": "trl", "grpo": config.to_dict(), "prompt": prompt.to_dict(),
                        "trl": args, "custom_reward": reward_fn is not None}, seed=config.seed)
     if prompt.chat:
         logger.warning("TRL re-tokenises the rendered chat prompt with special tokens (a BOS may be doubled)")
+    matcher = config.match_config(prompt.terminator).matcher()
+    reward = massshift_reward(prompt.terminator, reward_fn=build_reward(train, config, prompt.terminator, reward_fn))
     with torch_threads(config.threads):
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path)
+        model, tokenizer, _ = load_model(str(model_path))
+        first_eval = None
+        if evals is not None and checkpoint is None:
+            first_eval = greedy_accuracy(model, tokenizer, evals, prompt, matcher, config.max_new_tokens)
         original_eos = model.generation_config.eos_token_id
-        stop_ids = stop_token_mask(tokenizer, prompt.terminator).nonzero()[:, 0].tolist()
-        model.generation_config.eos_token_id = stop_ids
+        model.generation_config.eos_token_id = stop_token_mask(tokenizer, prompt.terminator).nonzero()[:, 0].tolist()
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        data = Dataset.from_dict({
-            "prompt": [build_prompt(q, prompt, tokenizer) for q in train["question"]],
-            "answers": [list(a) for a in train["answers"]], "fact_id": list(train["fact_id"]),
-        })
-        peft_config = None
-        if config.lora_r > 0:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                                     target_modules="all-linear", task_type="CAUSAL_LM")
-        matcher = config.match_config(prompt.terminator).matcher()
-        trainer = GRPOTrainer(model=model, reward_funcs=massshift_reward(prompt.terminator, matcher, reward_fn),
-                              args=TRLConfig(**args), train_dataset=data, processing_class=tokenizer,
-                              peft_config=peft_config, callbacks=callbacks)
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=TRLConfig(**args),
+                              train_dataset=_dataset(train, prompt, tokenizer), processing_class=tokenizer,
+                              peft_config=_lora(config), callbacks=callbacks)
         if not progress:
             from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
             trainer.remove_callback(ProgressCallback)
             trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         trained = trainer.model
         if hasattr(trained, "peft_config"):
             trained.save_pretrained(out / "final" / "adapter")
             trained = trained.merge_and_unload()
         trained.generation_config.eos_token_id = original_eos
+        last_eval = greedy_accuracy(trained, tokenizer, evals, prompt, matcher, config.max_new_tokens) \
+            if evals is not None else None
         trained.save_pretrained(out / "final")
         tokenizer.save_pretrained(out / "final")
-    log = TrainLog(out)
-    if log.path.exists():
-        log.path.unlink()
-    for entry in trainer.state.log_history:
-        if "step" in entry and ("loss" in entry or "reward" in entry):
-            log.append({"step": entry["step"], **{_LOG_NAMES.get(k, k): v for k, v in entry.items() if k != "step"}})
-    frame = log.frame()
+    frame = _write_log(out, trainer.state.log_history, first_eval, last_eval, resumed=checkpoint is not None)
     save_training_figure(frame, out)
     write_json(out / "summary.json", {
         "trainer": "grpo", "engine": "trl", "steps": config.steps, "optimizer_steps": args["max_steps"],
-        "reward_first5": float(frame["reward_mean"].head(5).mean()) if "reward_mean" in frame else None,
-        "reward_last5": float(frame["reward_mean"].tail(5).mean()) if "reward_mean" in frame else None,
-        "final": str(out / "final"), "lora": config.lora_r > 0,
+        "resumed_from": _checkpoint_step(checkpoint) // config.num_iterations if checkpoint is not None else None,
+        **log_summary(frame), "final": str(out / "final"), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=out / "final", out_dir=out, model=trained)
+
+
+def _dataset(train: pd.DataFrame, prompt: PromptConfig, tokenizer: Any) -> Any:
+    """The TRL dataset: a ``prompt`` column (``prompts.build_prompt``), ``answers`` and ``fact_id``."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "prompt": [build_prompt(q, prompt, tokenizer) for q in train["question"]],
+        "answers": [list(a) for a in train["answers"]], "fact_id": list(train["fact_id"]),
+    })
+
+
+def _lora(config: GRPOConfig) -> Any:
+    """The PEFT LoRA config of ``config`` (all linear layers, dropout 0), or None for full fine-tuning."""
+    if config.lora_r == 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.removeprefix("checkpoint-"))
+
+
+def _last_trl_checkpoint(out: Path) -> Path | None:
+    """TRL's checkpoint with the highest step under ``OUT/trl`` (None, and a fresh start, when there is none)."""
+    found = [p for p in (out / "trl").glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()]
+    if not found:
+        logger.info("resume: no TRL checkpoint under %s; starting fresh", out / "trl")
+        return None
+    return max(found, key=_checkpoint_step)
+
+
+def _write_log(out: Path, history: Sequence[dict[str, Any]], first_eval: float | None,
+               last_eval: float | None, resumed: bool = False) -> pd.DataFrame:
+    """``OUT/train_log.jsonl`` from TRL's log history (massshift's names where a counterpart exists).
+
+    A resumed run keeps the interrupted run's eval before training (its step-0 row)."""
+    log = TrainLog(out)
+    start = [r for r in log.rows() if r.get("step") == 0 and "eval_accuracy" in r] if resumed else []
+    if log.path.exists():
+        log.path.unlink()
+    if first_eval is not None:
+        start = [{"step": 0, "eval_accuracy": first_eval}]
+    for row in start:
+        log.append(row)
+    rows = [{"step": e["step"], **{_LOG_NAMES.get(k, k): v for k, v in e.items() if k != "step"}}
+            for e in history if "step" in e and ("loss" in e or "reward" in e)]
+    if last_eval is not None:
+        if rows:
+            rows[-1]["eval_accuracy"] = last_eval
+        else:
+            rows.append({"step": 0, "eval_accuracy": last_eval})
+    for row in rows:
+        log.append(row)
+    return log.frame()
