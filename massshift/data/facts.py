@@ -1,7 +1,7 @@
 """Facts files: load the QA datasets massshift studies into one canonical table.
 
 A fact is one question with one or more accepted answers (aliases), a stable id
-and optional subject / relation / object / popularity (see DESIGN.md). Every
+and optional subject / relation / object / popularity. Every
 loader returns a DataFrame with exactly these columns, in this order:
 
 ============  ==============  =====================================================
@@ -17,16 +17,9 @@ popularity    float or NaN    subject popularity (PopQA ``s_pop``)
 ============  ==============  =====================================================
 
 Files: ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``),
-``.csv`` and ``.parquet``. Schema presets map the public datasets' fields:
-
-- ``canonical``: question, answers (list) or answer (one string), optional
-  fact_id/id, subject, relation, object, popularity;
-- ``popqa``: question, possible_answers (a JSON string), subj, prop, obj, s_pop, id;
-- ``entityquestions``: question, answers;
-- ``triviaqa``: question, answer.value + answer.aliases (nested dict or flattened
-  columns), question_id;
-- ``nq_open``: question, answer (a list);
-- ``simpleqa``: problem, answer (a string).
+``.csv`` and ``.parquet``. The public datasets' field names are mapped by the
+schema presets of ``massshift.data.presets`` (canonical, popqa,
+entityquestions, triviaqa, nq_open, simpleqa), detected or chosen with ``schema=``.
 
 Any bad row raises ``FactsError`` naming the file, the line (jsonl) or row
 (json/csv/parquet, 1-based, header not counted) and the field; no partial table
@@ -36,7 +29,6 @@ errors in ``df.attrs["skipped"]``.
 
 from __future__ import annotations
 
-import ast
 import codecs
 import csv
 import hashlib
@@ -44,7 +36,6 @@ import io
 import json
 import logging
 import math
-import numbers
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -53,6 +44,18 @@ from typing import Any
 import pandas as pd
 
 from massshift.data.matching import normalize
+from massshift.data.presets import (  # noqa: F401  (PRESETS and detect_schema are part of this module's API)
+    FIELDS,
+    PRESETS,
+    RowError,
+    answers_of,
+    columns_of,
+    detect_schema,
+    id_field,
+    is_missing,
+    popularity_field,
+    text_field,
+)
 from massshift.rundir import write_text
 
 logger = logging.getLogger(__name__)
@@ -60,35 +63,13 @@ logger = logging.getLogger(__name__)
 FACT_COLUMNS: tuple[str, ...] = (
     "fact_id", "question", "answers", "subject", "relation", "object", "popularity",
 )
-PRESETS: tuple[str, ...] = ("canonical", "popqa", "entityquestions", "triviaqa", "nq_open", "simpleqa")
 SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".csv", ".parquet")
 
-# preset -> (question field, id fields, subject, relation, object, popularity field)
-_FIELDS: dict[str, tuple[str, tuple[str, ...], str | None, str | None, str | None, str | None]] = {
-    "canonical": ("question", ("fact_id", "id"), "subject", "relation", "object", "popularity"),
-    "popqa": ("question", ("id",), "subj", "prop", "obj", "s_pop"),
-    "entityquestions": ("question", (), None, None, None, None),
-    "triviaqa": ("question", ("question_id",), None, None, None, None),
-    "nq_open": ("question", (), None, None, None, None),
-    "simpleqa": ("problem", (), None, None, None, None),
-}
 _DTYPES = {"answers": object, "subject": object, "relation": object, "object": object, "popularity": float}
-_CANONICAL_ONLY = ("fact_id", "id", "subject", "relation", "object", "popularity")
 
 
 class FactsError(ValueError):
     """A facts file cannot be used; the message names the file, the line or row, and the field."""
-
-
-class _RowError(Exception):
-    """One bad row; ``_build`` turns it into a ``FactsError`` or a skipped-row message."""
-
-    def __init__(self, field: str, reason: str, number: int = 0) -> None:
-        super().__init__(reason)
-        self.field, self.reason, self.number = field, reason, number
-
-    def message(self, source: str, unit: str) -> str:
-        return f"{source}: {unit} {self.number}: field {self.field!r}: {self.reason}"
 
 
 def make_fact_id(question: str, answers: Iterable[str]) -> str:
@@ -98,25 +79,6 @@ def make_fact_id(question: str, answers: Iterable[str]) -> str:
     """
     key = normalize(question) + "\x1f" + "\x1e".join(sorted(normalize(a) for a in answers))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-
-
-def detect_schema(records: list[Mapping[str, Any]]) -> str | None:
-    """The preset whose fields ``records`` carry, or None: popqa (possible_answers), simpleqa
-    (problem), triviaqa (answer a dict, or answer.value/aliases columns), canonical (answers plus
-    any canonical-only field) before entityquestions, nq_open (answer a list) before canonical."""
-    columns = _columns(records)
-    first_answer = _first_present(records, "answer")
-    if "possible_answers" in columns:
-        return "popqa"
-    if "problem" in columns:
-        return "simpleqa"
-    if "answer.value" in columns or "answer.aliases" in columns or isinstance(first_answer, Mapping):
-        return "triviaqa"
-    if "answers" in columns:
-        return "canonical" if any(c in columns for c in _CANONICAL_ONLY) else "entityquestions"
-    if "answer" in columns:
-        return "nq_open" if _as_list(first_answer) is not None else "canonical"
-    return None
 
 
 def facts_from_records(
@@ -155,7 +117,7 @@ def save_facts(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise FactsError(f"{path}: the table to save lacks column(s) {', '.join(missing)}")
     lines = []
     for rec in df.to_dict("records"):
-        out = {c: None if c != "answers" and _missing(rec.get(c)) else rec.get(c) for c in FACT_COLUMNS}
+        out = {c: None if c != "answers" and is_missing(rec.get(c)) else rec.get(c) for c in FACT_COLUMNS}
         out["answers"] = [str(a) for a in out["answers"]]
         if out["popularity"] is not None:
             out["popularity"] = float(out["popularity"])
@@ -168,7 +130,7 @@ def save_facts(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 # --- reading files ---------------------------------------------------------------------------
 
 
-def _read_records(path: Path) -> tuple[list[tuple[int, Any]], list[_RowError], str]:
+def _read_records(path: Path) -> tuple[list[tuple[int, Any]], list[RowError], str]:
     """(number, record) pairs, per-line errors found while parsing, and the unit ("line" or "row")."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -189,11 +151,11 @@ def _read_records(path: Path) -> tuple[list[tuple[int, Any]], list[_RowError], s
     text = _decode(path, data)
     if suffix == ".csv":
         items: list[tuple[int, Any]] = []
-        errors: list[_RowError] = []
+        errors: list[RowError] = []
         try:
             for number, rec in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=1):
                 if None in rec:
-                    errors.append(_RowError("(csv)", "more cells than the header has columns", number))
+                    errors.append(RowError("(csv)", "more cells than the header has columns", number))
                 else:
                     items.append((number, rec))
         except csv.Error as err:
@@ -210,18 +172,18 @@ def _read_records(path: Path) -> tuple[list[tuple[int, Any]], list[_RowError], s
     return list(enumerate(obj, start=1)), [], "row"
 
 
-def _read_jsonl(data: bytes) -> tuple[list[tuple[int, Any]], list[_RowError]]:
+def _read_jsonl(data: bytes) -> tuple[list[tuple[int, Any]], list[RowError]]:
     items: list[tuple[int, Any]] = []
-    errors: list[_RowError] = []
+    errors: list[RowError] = []
     for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
             items.append((number, json.loads(raw.decode("utf-8"))))
         except UnicodeDecodeError as err:
-            errors.append(_RowError("(encoding)", f"invalid UTF-8 at byte {err.start}; save as UTF-8", number))
+            errors.append(RowError("(encoding)", f"invalid UTF-8 at byte {err.start}; save as UTF-8", number))
         except json.JSONDecodeError as err:
-            errors.append(_RowError("(json)", f"malformed JSON at column {err.colno}: {err.msg}", number))
+            errors.append(RowError("(json)", f"malformed JSON at column {err.colno}: {err.msg}", number))
     return items, errors
 
 
@@ -237,7 +199,7 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _build(
-    items: list[tuple[int, Any]], errors: list[_RowError], schema: str, skip_invalid: bool,
+    items: list[tuple[int, Any]], errors: list[RowError], schema: str, skip_invalid: bool,
     source: str, unit: str,
 ) -> pd.DataFrame:
     if schema != "auto" and schema not in PRESETS:
@@ -249,7 +211,7 @@ def _build(
         detected = detect_schema(records)
         if detected is None:
             raise FactsError(
-                f"{source}: cannot tell the schema from columns {sorted(_columns(records))}; "
+                f"{source}: cannot tell the schema from columns {sorted(columns_of(records))}; "
                 f"known presets: {', '.join(PRESETS)} (pass schema= to choose one)"
             )
         logger.info("%s: detected schema %r", source, detected)
@@ -260,9 +222,9 @@ def _build(
         try:
             row = _canonical_row(rec, schema)
             if row["fact_id"] in seen:
-                raise _RowError("fact_id", f"duplicate fact_id {row['fact_id']!r}, also at {unit} "
+                raise RowError("fact_id", f"duplicate fact_id {row['fact_id']!r}, also at {unit} "
                                 f"{seen[row['fact_id']]} (same question and answers when no id is given)")
-        except _RowError as err:
+        except RowError as err:
             err.number = number
             errors.append(err)
             continue
@@ -285,122 +247,19 @@ def _build(
 
 def _canonical_row(rec: Any, schema: str) -> dict[str, Any]:
     if not isinstance(rec, Mapping):
-        raise _RowError("(record)", f"expected an object with named fields, got {type(rec).__name__}")
-    q_field, id_fields, s_field, r_field, o_field, pop_field = _FIELDS[schema]
-    question = _text(rec, q_field, required=True)
-    answers = _answers(rec, schema)
-    fact_id = next((i for i in (_id(rec, f) for f in id_fields) if i is not None), None)
+        raise RowError("(record)", f"expected an object with named fields, got {type(rec).__name__}")
+    q_field, id_fields, s_field, r_field, o_field, pop_field = FIELDS[schema]
+    question = text_field(rec, q_field, required=True)
+    answers = answers_of(rec, schema)
+    fact_id = next((i for i in (id_field(rec, f) for f in id_fields) if i is not None), None)
     return {
         "fact_id": fact_id if fact_id is not None else make_fact_id(question, answers),
         "question": question,
         "answers": answers,
-        "subject": _text(rec, s_field) if s_field else None,
-        "relation": _text(rec, r_field) if r_field else None,
-        "object": _text(rec, o_field) if o_field else None,
-        "popularity": _popularity(rec, pop_field) if pop_field else math.nan,
+        "subject": text_field(rec, s_field) if s_field else None,
+        "relation": text_field(rec, r_field) if r_field else None,
+        "object": text_field(rec, o_field) if o_field else None,
+        "popularity": popularity_field(rec, pop_field) if pop_field else math.nan,
     }
 
 
-def _answers(rec: Mapping[str, Any], schema: str) -> list[str]:
-    if schema == "triviaqa":
-        nested = rec.get("answer")
-        nested = nested if isinstance(nested, Mapping) else {}
-        value = nested.get("value", rec.get("answer.value"))
-        aliases = nested.get("aliases", rec.get("answer.aliases"))
-        if _missing(value) and _missing(aliases):
-            raise _RowError("answer.value", "missing or empty; TriviaQA rows need answer.value or aliases")
-        raw = [] if _missing(value) else _alias_list(value, "answer.value", single=True)
-        raw += [] if _missing(aliases) else _alias_list(aliases, "answer.aliases", single=False)
-        field = "answer.value"
-    else:
-        field = {"popqa": "possible_answers", "entityquestions": "answers"}.get(schema, "answer")
-        if schema == "canonical" and ("answers" in rec or "answer" not in rec):
-            field = "answers"
-        raw = _alias_list(rec.get(field), field, single=schema in ("canonical", "simpleqa"))
-    answers = list(dict.fromkeys(a.strip() for a in raw if a.strip()))
-    if not answers:
-        raise _RowError(field, "holds no non-empty answer; give at least one answer string")
-    return answers
-
-
-def _alias_list(value: Any, field: str, single: bool) -> list[str]:
-    if _missing(value):
-        raise _RowError(field, "missing or empty; give at least one answer string")
-    parsed = _as_list(value)
-    if parsed is None:
-        if isinstance(value, str) and single:
-            return [value]
-        raise _RowError(field, f"must be a list of strings, got {type(value).__name__} {_short(value)}")
-    bad = [a for a in parsed if not isinstance(a, str)]
-    if bad:
-        raise _RowError(field, f"must hold only strings, got {type(bad[0]).__name__} {_short(bad[0])}")
-    return parsed
-
-
-def _as_list(value: Any) -> list[Any] | None:
-    """A list from a list, tuple, numpy array, or a string holding a JSON or Python list; else None."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "tolist") and hasattr(value, "ndim") and value.ndim == 1:
-        return list(value.tolist())
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                out = parse(value)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                continue
-            return out if isinstance(out, list) else None
-    return None
-
-
-def _text(rec: Mapping[str, Any], field: str, required: bool = False) -> str | None:
-    value = rec.get(field)
-    if _missing(value):
-        if required:
-            raise _RowError(field, "missing or empty; every fact needs one")
-        return None
-    if not isinstance(value, str):
-        raise _RowError(field, f"must be a string, got {type(value).__name__} {_short(value)}")
-    return value.strip()
-
-
-def _id(rec: Mapping[str, Any], field: str) -> str | None:
-    value = rec.get(field)
-    if _missing(value):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
-        raise _RowError(field, f"must be a string or an integer, got {type(value).__name__} {_short(value)}")
-    return str(value).strip()
-
-
-def _popularity(rec: Mapping[str, Any], field: str) -> float:
-    value = rec.get(field)
-    if _missing(value):
-        return math.nan
-    try:
-        if isinstance(value, bool):  # True is an int to Python, not a popularity
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise _RowError(field, f"must be a number, got {type(value).__name__} {_short(value)}") from None
-
-
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA or isinstance(value, str) and not value.strip():
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _columns(records: list[Mapping[str, Any]]) -> set[str]:
-    return {str(k) for rec in records for k in rec}  # the union: jsonl rows may differ in keys
-
-
-def _first_present(records: list[Mapping[str, Any]], field: str) -> Any:
-    return next((r[field] for r in records if not _missing(r.get(field))), None)
