@@ -10,9 +10,9 @@ import pytest
 from _score_tables import make_pair
 from matplotlib.figure import Figure
 
-from massshift.analysis.estimators import StatsConfig
+from massshift.analysis.estimators import StatsConfig, pass_at_k_curve
 from massshift.analysis.states import add_state_columns
-from massshift.analysis.statistics import pass_at_k_curve, sensitivity
+from massshift.analysis.statistics import sensitivity
 from massshift.analysis.transitions import merge_models, state_shares, transition_matrix
 from massshift.report import plots
 from massshift.report.compare import CompareConfig, write_compare_report

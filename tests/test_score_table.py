@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+import massshift.score.cache as sc
 import massshift.score.table as st
 from massshift.analysis.states import assign_states
 from massshift.lm.sampling import GenerationConfig
@@ -98,13 +99,13 @@ def test_distractors_change_the_cache_key_and_are_cached(tokenizer, tiny_model, 
     gen = GenerationConfig(n_samples=0, max_new_tokens=3)
     plain, with_d = ScoreConfig(generation=gen), ScoreConfig(generation=gen, distractors=4, chunk_size=3)
     drawn = st.draw_distractors(facts, 4, 0)
-    assert st.fingerprint("m", plain, facts) != st.fingerprint("m", with_d, facts, distractors=drawn)
+    assert sc.fingerprint("m", plain, facts) != sc.fingerprint("m", with_d, facts, distractors=drawn)
     # relations decide the draw but are not in facts_hash: the drawn lists are in the key
     other = facts.assign(relation=["a", "b"] * (len(facts) // 2))
     redrawn = st.draw_distractors(other, 4, 0)
     assert redrawn != drawn
-    assert st.fingerprint("m", with_d, facts, distractors=drawn) != st.fingerprint("m", with_d, other, distractors=redrawn)
-    assert st.fingerprint("m", plain, facts) == st.fingerprint("m", plain, other)  # no distractors: key unchanged
+    assert sc.fingerprint("m", with_d, facts, distractors=drawn) != sc.fingerprint("m", with_d, other, distractors=redrawn)
+    assert sc.fingerprint("m", plain, facts) == sc.fingerprint("m", plain, other)  # no distractors: key unchanged
     first = score_facts(tiny_model, tokenizer, facts, with_d, model_key="m", cache_dir=tmp_path)
     again = score_facts(tiny_model, tokenizer, facts, with_d, model_key="m", cache_dir=tmp_path)
     pd.testing.assert_frame_equal(first, again)

@@ -15,17 +15,16 @@ import pytest
 from _score_tables import make_pair
 from scipy.stats import binomtest
 
-from massshift.analysis.states import StateConfig, add_state_columns
-from massshift.analysis.statistics import (
+from massshift.analysis.estimators import (
     StatsConfig,
     crossing_k,
     default_ks,
     pass_at_k,
     pass_at_k_curve,
-    sensitivity,
-    summarise,
     support_counts,
 )
+from massshift.analysis.states import StateConfig, add_state_columns
+from massshift.analysis.statistics import sensitivity, summarise
 from massshift.analysis.transitions import merge_models
 from massshift.score.schema import STATES, ScoreTableError
 

@@ -1,4 +1,8 @@
-"""Paired bootstrap over facts: the one resampling scheme behind every confidence interval.
+"""Estimators: the paired bootstrap over facts (the one resampling scheme behind every confidence
+interval), the unbiased pass@k estimator (Chen et al. 2021; used by Yue et al. 2025, arXiv 2504.13837; the
+project's one definition) and the support counts of Wu et al. 2025.
+
+The bootstrap:
 
 Every statistic of a comparison is recomputed on the same ``n_boot`` resamples of
 fact indices, drawn from ``np.random.default_rng(seed)`` (no global state), so
@@ -15,11 +19,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from massshift.score.schema import ScoreTableError
 
 Stat = Callable[[np.ndarray], np.ndarray]  # (n_resamples, n_facts) indices -> (n_resamples, ...) values
 
@@ -114,3 +121,75 @@ def ratio_stat(num: np.ndarray, den: np.ndarray) -> Stat:
 def masked_stat(values: np.ndarray, mask: np.ndarray, reduce: Callable[..., np.ndarray]) -> Stat:
     masked = np.where(mask, values, np.nan)
     return lambda idx: reduce(masked[idx], axis=1)
+
+
+def pass_at_k(n: Any, c: Any, k: int) -> Any:
+    """Unbiased pass@k, ``1 - C(n-c, k) / C(n, k)``, vectorised over ``n`` and ``c``.
+
+    Computed as ``1 - prod_{j<k} (n-c-j)/(n-j)`` (a product of k ratios in [0, 1],
+    numerically stable where the binomials overflow). ``k > n`` is an error.
+    Returns a float for scalar inputs, else an array.
+    """
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = int(k)
+    n_arr, c_arr = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(c, dtype=float))
+    if (n_arr < k).any():
+        raise ValueError(f"pass@k needs k <= n, got k={k} with n as small as {n_arr.min():g}; use a smaller k")
+    if ((c_arr < 0) | (c_arr > n_arr)).any():
+        raise ValueError("pass@k needs 0 <= c <= n for every problem")
+    wrong = n_arr - c_arr
+    ratio = np.ones(n_arr.shape)
+    for j in range(k):
+        ratio *= np.clip((wrong - j) / (n_arr - j), 0.0, None)
+    out = 1.0 - ratio
+    return float(out) if out.ndim == 0 else out
+
+
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to ``n``, with ``n`` itself last."""
+    ks = [1 << i for i in range(int(math.log2(n)) + 1)] if n >= 1 else []
+    return ks + ([n] if ks and ks[-1] != n else [])
+
+
+def pass_at_k_curve(df: pd.DataFrame, ks: Sequence[int] | None = None, suffix: str = "") -> pd.DataFrame:
+    """Mean pass@k over facts for each k (default 1, 2, 4, ..., n): columns ``k, pass_at_k``."""
+    n_col, c_col = f"n_samples{suffix}", f"n_correct{suffix}"
+    if len(df) == 0 or (df[n_col].to_numpy() <= 0).any():
+        raise ScoreTableError(f"pass@k needs samples on every fact ({n_col} > 0)")
+    n, c = df[n_col].to_numpy(), df[c_col].to_numpy()
+    ks = default_ks(int(n.min())) if ks is None else list(ks)
+    values = [float(np.mean(pass_at_k(n, c, k))) for k in ks]
+    return pd.DataFrame({"k": ks, "pass_at_k": values})
+
+
+def crossing_k(curve_base: pd.DataFrame, curve_rl: pd.DataFrame) -> int | None:
+    """First k where base >= RL, given RL > base at the smallest k; else None."""
+    both = curve_base.merge(curve_rl, on="k", suffixes=("_base", "_rl")).sort_values("k")
+    if both.empty or not both["pass_at_k_rl"].iloc[0] > both["pass_at_k_base"].iloc[0]:
+        return None
+    hit = both[both["pass_at_k_base"] >= both["pass_at_k_rl"]]
+    return int(hit["k"].iloc[0]) if len(hit) else None
+
+
+# ----------------------------------------------------------------------------- states and accuracy
+
+
+def support_counts(in_base: np.ndarray, in_rl: np.ndarray) -> dict[str, Any]:
+    """P/S/E/O counts and SRR, NDR, SDS, NSCR (Wu et al. 2025, arXiv 2507.14843).
+
+    P: in both supports, S: base only (shrunk), E: RL only (expanded), O: neither.
+    SRR = P/(P+S), NDR = E/(P+E), SDS = their harmonic mean (0 when either is 0),
+    NSCR = (E-S)/(P+E+S); a zero denominator gives None.
+    """
+    in_base, in_rl = np.asarray(in_base, bool), np.asarray(in_rl, bool)
+    p, s = int((in_base & in_rl).sum()), int((in_base & ~in_rl).sum())
+    e, o = int((~in_base & in_rl).sum()), int((~in_base & ~in_rl).sum())
+    srr = p / (p + s) if p + s else None
+    ndr = e / (p + e) if p + e else None
+    if srr is None or ndr is None:
+        sds = None
+    else:
+        sds = 0.0 if srr == 0 or ndr == 0 else 2 * srr * ndr / (srr + ndr)
+    nscr = (e - s) / (p + e + s) if p + e + s else None
+    return {"P": p, "S": s, "E": e, "O": o, "SRR": srr, "NDR": ndr, "SDS": sds, "NSCR": nscr}

@@ -345,8 +345,15 @@ def agreement(df: pd.DataFrame, suffix: str = "", criteria: tuple[str, str] = ("
 
 def pairwise_agreement(df: pd.DataFrame, suffix: str = "") -> dict[str, float]:
     """Agreement of every pair of criteria whose state columns exist, keyed ``"logprob~chance"`` etc."""
-    have = [c for c in CRITERIA if f"state_{c}{suffix}" in df.columns]
-    return {f"{a}~{b}": agreement(df, suffix, (a, b)) for i, a in enumerate(have) for b in have[i + 1:]}
+    return agreement_pairs({c: df[f"state_{c}{suffix}"].to_numpy() for c in CRITERIA
+                            if f"state_{c}{suffix}" in df.columns})
+
+
+def agreement_pairs(states: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of facts on which each pair of criteria (in ``CRITERIA`` order) gives the same state."""
+    have = [c for c in CRITERIA if c in states]
+    return {f"{a}~{b}": float((np.asarray(states[a]) == np.asarray(states[b])).mean())
+            for i, a in enumerate(have) for b in have[i + 1:]}
 
 
 def slick_class(df: pd.DataFrame) -> pd.Series:

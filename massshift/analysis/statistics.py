@@ -9,8 +9,7 @@ Confidence intervals come from one paired bootstrap over facts
 (``massshift.analysis.estimators``; ``StatsConfig`` is re-exported here). An estimate is
 ``{"value": v, "ci": [lo, hi]}``; undefined numbers are ``None`` in JSON.
 
-:func:`pass_at_k` is the project's one definition of the unbiased pass@k
-estimator (Chen et al. 2021; used by Yue et al. 2025, arXiv 2504.13837).
+The estimators themselves (pass@k, the support counts) live in ``estimators``.
 """
 
 from __future__ import annotations
@@ -29,10 +28,14 @@ from massshift.analysis.estimators import (
     StatsConfig,
     as_number,
     count_stat,
+    crossing_k,
     masked_stat,
     mean_stat,
+    pass_at_k_curve,
     ratio_stat,
+    support_counts,
 )
+from massshift.analysis.exposure import exposure
 from massshift.analysis.states import (
     ABSENT,
     CRITERIA,
@@ -41,6 +44,7 @@ from massshift.analysis.states import (
     StateConfig,
     add_state_columns,
     agreement,
+    agreement_pairs,
     has_distractors,
     has_samples,
     is_tail_logprob,
@@ -50,59 +54,6 @@ from massshift.analysis.transitions import model_view, row_normalise, state_code
 from massshift.score.schema import STATES, ScoreTableError
 
 logger = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------- pass@k
-
-def pass_at_k(n: Any, c: Any, k: int) -> Any:
-    """Unbiased pass@k, ``1 - C(n-c, k) / C(n, k)``, vectorised over ``n`` and ``c``.
-
-    Computed as ``1 - prod_{j<k} (n-c-j)/(n-j)`` (a product of k ratios in [0, 1],
-    numerically stable where the binomials overflow). ``k > n`` is an error.
-    Returns a float for scalar inputs, else an array.
-    """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    k = int(k)
-    n_arr, c_arr = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(c, dtype=float))
-    if (n_arr < k).any():
-        raise ValueError(f"pass@k needs k <= n, got k={k} with n as small as {n_arr.min():g}; use a smaller k")
-    if ((c_arr < 0) | (c_arr > n_arr)).any():
-        raise ValueError("pass@k needs 0 <= c <= n for every problem")
-    wrong = n_arr - c_arr
-    ratio = np.ones(n_arr.shape)
-    for j in range(k):
-        ratio *= np.clip((wrong - j) / (n_arr - j), 0.0, None)
-    out = 1.0 - ratio
-    return float(out) if out.ndim == 0 else out
-
-
-def default_ks(n: int) -> list[int]:
-    """1, 2, 4, ... up to ``n``, with ``n`` itself last."""
-    ks = [1 << i for i in range(int(math.log2(n)) + 1)] if n >= 1 else []
-    return ks + ([n] if ks and ks[-1] != n else [])
-
-
-def pass_at_k_curve(df: pd.DataFrame, ks: Sequence[int] | None = None, suffix: str = "") -> pd.DataFrame:
-    """Mean pass@k over facts for each k (default 1, 2, 4, ..., n): columns ``k, pass_at_k``."""
-    n_col, c_col = f"n_samples{suffix}", f"n_correct{suffix}"
-    if len(df) == 0 or (df[n_col].to_numpy() <= 0).any():
-        raise ScoreTableError(f"pass@k needs samples on every fact ({n_col} > 0)")
-    n, c = df[n_col].to_numpy(), df[c_col].to_numpy()
-    ks = default_ks(int(n.min())) if ks is None else list(ks)
-    values = [float(np.mean(pass_at_k(n, c, k))) for k in ks]
-    return pd.DataFrame({"k": ks, "pass_at_k": values})
-
-
-def crossing_k(curve_base: pd.DataFrame, curve_rl: pd.DataFrame) -> int | None:
-    """First k where base >= RL, given RL > base at the smallest k; else None."""
-    both = curve_base.merge(curve_rl, on="k", suffixes=("_base", "_rl")).sort_values("k")
-    if both.empty or not both["pass_at_k_rl"].iloc[0] > both["pass_at_k_base"].iloc[0]:
-        return None
-    hit = both[both["pass_at_k_base"] >= both["pass_at_k_rl"]]
-    return int(hit["k"].iloc[0]) if len(hit) else None
-
-
-# ----------------------------------------------------------------------------- states and accuracy
 
 def model_states(merged: pd.DataFrame, state_config: StateConfig) -> tuple[np.ndarray, np.ndarray]:
     """States of every fact under the base and the RL model, by ``state_config``."""
@@ -212,26 +163,6 @@ def entropy(merged: pd.DataFrame, boot: Bootstrap) -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------- support (Wu et al. 2025)
 
-def support_counts(in_base: np.ndarray, in_rl: np.ndarray) -> dict[str, Any]:
-    """P/S/E/O counts and SRR, NDR, SDS, NSCR (Wu et al. 2025, arXiv 2507.14843).
-
-    P: in both supports, S: base only (shrunk), E: RL only (expanded), O: neither.
-    SRR = P/(P+S), NDR = E/(P+E), SDS = their harmonic mean (0 when either is 0),
-    NSCR = (E-S)/(P+E+S); a zero denominator gives None.
-    """
-    in_base, in_rl = np.asarray(in_base, bool), np.asarray(in_rl, bool)
-    p, s = int((in_base & in_rl).sum()), int((in_base & ~in_rl).sum())
-    e, o = int((~in_base & in_rl).sum()), int((~in_base & ~in_rl).sum())
-    srr = p / (p + s) if p + s else None
-    ndr = e / (p + e) if p + e else None
-    if srr is None or ndr is None:
-        sds = None
-    else:
-        sds = 0.0 if srr == 0 or ndr == 0 else 2 * srr * ndr / (srr + ndr)
-    nscr = (e - s) / (p + e + s) if p + e + s else None
-    return {"P": p, "S": s, "E": e, "O": o, "SRR": srr, "NDR": ndr, "SDS": sds, "NSCR": nscr}
-
-
 def support(merged: pd.DataFrame, eps: float) -> dict[str, Any]:
     """Support counts by log-prob (p(gold) > eps, strict as in Wu et al.) and, with samples, by sampling."""
     lb, lr = (merged[f"logp_gold_{m}"].to_numpy(dtype=float) for m in ("base", "rl"))
@@ -243,80 +174,6 @@ def support(merged: pd.DataFrame, eps: float) -> dict[str, Any]:
         if sampled else None
     )
     return {"logprob": {"eps": eps, **by_logp}, "sampling": by_sampling}
-
-
-# ----------------------------------------------------------------------------- exposure (never-seen control)
-
-EXPOSURE_BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("0", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8+", 8, math.inf),
-)
-"""Exposure-count buckets (label, lowest, highest) for integer popularity (the synthetic world's exposure)."""
-
-
-def exposure_buckets(popularity: Sequence[float] | np.ndarray, n_quantiles: int = 4) -> tuple[np.ndarray, list[str], str]:
-    """Bucket label of every fact (None where popularity is missing), the labels in order, and the kind.
-
-    Integer popularity (every finite value a whole number >= 0, as exposure counts
-    are) uses ``EXPOSURE_BUCKETS`` (kind ``exposure``); anything else uses
-    ``n_quantiles`` quantile buckets labelled by their value ranges (kind ``quantile``;
-    ties may merge buckets).
-    """
-    pop = np.asarray(popularity, dtype=float)
-    ok = np.isfinite(pop)
-    labels = np.full(len(pop), None, dtype=object)
-    if not ok.any():
-        return labels, [], "exposure"
-    vals = pop[ok]
-    if (vals >= 0).all() and (vals == np.round(vals)).all():
-        order = []
-        for label, lo, hi in EXPOSURE_BUCKETS:
-            labels[ok & (pop >= lo) & (pop <= hi)] = label
-            order.append(label)
-        return labels, order, "exposure"
-    cats = pd.qcut(vals, n_quantiles, duplicates="drop")
-    names = [f"[{iv.left:.3g}, {iv.right:.3g}]" for iv in cats.categories]
-    labels[ok] = np.asarray(names, dtype=object)[cats.codes]
-    return labels, names, "quantile"
-
-
-def exposure(merged: pd.DataFrame, states: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any] | None:
-    """State shares by popularity bucket, per model and criterion, and the never-seen control.
-
-    ``states`` maps a criterion to (base states, RL states). Returns None without a
-    ``popularity`` column (or with no finite value). ``rows``: one per (bucket,
-    model, criterion) with ``n`` and the share of each state; ``never_seen``: the
-    facts with popularity exactly 0 (never seen in pretraining, in the synthetic
-    world), with the share each criterion labels tail-correct (and greedy-correct)
-    per model; None when there are none. Facts without popularity are counted in
-    ``n_missing`` and left out.
-    """
-    if "popularity" not in merged.columns:
-        return None
-    pop = merged["popularity"].to_numpy(dtype=float)
-    labels, order, kind = exposure_buckets(pop)
-    if not order:
-        return None
-    rows = []
-    for bucket in order:
-        in_bucket = labels == bucket
-        for m_i, model in enumerate(("base", "rl")):
-            for crit, pair in states.items():
-                st = pair[m_i][in_bucket]
-                n = int(in_bucket.sum())
-                rows.append({"bucket": bucket, "model": model, "criterion": crit, "n": n,
-                             **{s: (float((st == s).mean()) if n else None) for s in STATES}})
-    zero = np.isfinite(pop) & (pop == 0)
-    never = None
-    if zero.any():
-        never = {
-            "n": int(zero.sum()),
-            "tail_share": {c: {m: float((pair[i][zero] == TAIL).mean()) for i, m in enumerate(("base", "rl"))}
-                           for c, pair in states.items()},
-            "greedy_share": {m: float(merged[f"greedy_correct_{m}"].to_numpy(dtype=bool)[zero].mean())
-                             for m in ("base", "rl")},
-        }
-    return {"kind": kind, "buckets": order, "n_missing": int((~np.isfinite(pop)).sum()), "rows": rows,
-            "never_seen": never}
 
 
 def chance_summary(merged: pd.DataFrame) -> dict[str, Any]:
@@ -447,11 +304,8 @@ def summarise(
         "sensitivity": sensitivity(merged).to_dict(orient="records"),
     }
     if len(states) > 1:  # criteria both models have, in CRITERIA order
-        crits = [c for c in CRITERIA if c in states]
-        summary["agreement_pairwise"] = {
-            m: {f"{a}~{b}": float((states[a][i] == states[b][i]).mean()) for j, a in enumerate(crits) for b in crits[j + 1:]}
-            for i, m in enumerate(("base", "rl"))
-        }
+        summary["agreement_pairwise"] = {m: agreement_pairs({c: s[i] for c, s in states.items()})
+                                         for i, m in enumerate(("base", "rl"))}
     if sampled:
         with_states = {m: add_state_columns(v, state_config) for m, v in views.items()}
         summary["agreement"] = {m: agreement(v) for m, v in with_states.items()}

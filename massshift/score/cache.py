@@ -20,6 +20,8 @@ fingerprint.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -32,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from massshift.rundir import atomic_path
+from massshift.rundir import atomic_path, cache_root, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +235,51 @@ def merge_chunks(plan: ChunkPlan, out: Path, finish: Any) -> int:
             if writer is not None:
                 writer.close()
     return rows
+
+
+# ----------------------------------------------------------------------------- where a score table's chunks live
+# ``config`` below is a ``score.table.ScoreConfig`` (its ``numbers_key``, ``chunk_size`` and ``distractors``).
+
+def default_cache_root() -> Path:
+    """``$MASSSHIFT_CACHE`` or ``~/.cache/massshift`` (``rundir.cache_root``)."""
+    return cache_root()
+
+
+def facts_hash(facts: pd.DataFrame) -> str:
+    """A hash of fact ids, questions and answers, in order."""
+    h = hashlib.sha256()
+    for fid, q, ans in zip(facts["fact_id"], facts["question"], facts["answers"]):
+        h.update(json.dumps([str(fid), q, list(ans)], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(
+    model_key: str, config: Any, facts: pd.DataFrame, matcher_name: str = "",
+    distractors: Sequence[Sequence[str]] | None = None,
+) -> str:
+    """A stable key for (weights + tokenizer, settings, facts, and the drawn distractors when any)."""
+    content: dict[str, Any] = {"model": model_key, "config": config.numbers_key(), "facts": facts_hash(facts),
+                               "matcher": matcher_name, "chunk_size": config.chunk_size}
+    if distractors is not None and config.distractors:
+        # the draw depends on relations and subjects too, which facts_hash does not cover
+        content["distractor_lists"] = hashlib.sha256(
+            json.dumps([list(d) for d in distractors], ensure_ascii=False).encode()).hexdigest()[:16]
+    payload = json.dumps(content, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def plan_chunks(
+    facts: pd.DataFrame, config: Any, model_key: str | None,
+    cache_dir: str | os.PathLike[str] | None = None, matcher_name: str = "",
+    drawn: Sequence[Sequence[str]] | None = None,
+) -> ChunkPlan:
+    """Where the chunks of this score table live: ``<cache>/scores/<fingerprint>/`` (no folder when
+    ``model_key`` is None, i.e. nothing cached). Writes the folder's meta.json."""
+    if model_key is None:
+        return ChunkPlan(None, "", len(facts), config.chunk_size)
+    fp = fingerprint(model_key, config, facts, matcher_name, drawn)
+    folder = Path(cache_dir or default_cache_root()) / "scores" / fp
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "meta.json", {"model_key": model_key, "config": config.numbers_key(),
+                                      "n_facts": len(facts), "chunk_size": config.chunk_size})
+    return ChunkPlan(folder, fp, len(facts), config.chunk_size)

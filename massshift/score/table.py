@@ -17,7 +17,6 @@ same batch as its aliases; the gold's numbers do not change with them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,12 +35,12 @@ from massshift.lm.logprobs import AliasScores, ScoringConfig, score_items
 from massshift.lm.prefill import self_prefixes
 from massshift.lm.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
 from massshift.lm.sampling import GenerationConfig, generate
-from massshift.rundir import cache_root, write_json
 from massshift.score.cache import (
     ChunkPlan,
     Shard,
     iter_chunks,
     merge_chunks,
+    plan_chunks,
     pq_columns,
     wait_for_chunks,
     write_chunk,
@@ -51,11 +50,6 @@ from massshift.score.formats import FORMAT_COLUMNS, FormatTally, format_columns
 from massshift.score.schema import DISTRACTOR_COLUMNS, FACT_COLUMNS_OPTIONAL, SCORE_COLUMNS
 
 logger = logging.getLogger(__name__)
-
-
-def default_cache_root() -> Path:
-    """``$MASSSHIFT_CACHE`` or ``~/.cache/massshift`` (``rundir.cache_root``)."""
-    return cache_root()
 
 
 @dataclass(frozen=True)
@@ -112,29 +106,6 @@ class ScoreConfig:
             if self.match.mode == "contains":  # answers naming a distractor are wrong (anti-hedging)
                 key["match"]["anti_hedging"] = True
         return key
-
-
-def facts_hash(facts: pd.DataFrame) -> str:
-    """A hash of fact ids, questions and answers, in order."""
-    h = hashlib.sha256()
-    for fid, q, ans in zip(facts["fact_id"], facts["question"], facts["answers"]):
-        h.update(json.dumps([str(fid), q, list(ans)], ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
-
-
-def fingerprint(
-    model_key: str, config: ScoreConfig, facts: pd.DataFrame, matcher_name: str = "",
-    distractors: Sequence[Sequence[str]] | None = None,
-) -> str:
-    """A stable key for (weights + tokenizer, settings, facts, and the drawn distractors when any)."""
-    content: dict[str, Any] = {"model": model_key, "config": config.numbers_key(), "facts": facts_hash(facts),
-                               "matcher": matcher_name, "chunk_size": config.chunk_size}
-    if distractors is not None and config.distractors:
-        # the draw depends on relations and subjects too, which facts_hash does not cover
-        content["distractor_lists"] = hashlib.sha256(
-            json.dumps([list(d) for d in distractors], ensure_ascii=False).encode()).hexdigest()[:16]
-    payload = json.dumps(content, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def answer_counts(answers: Sequence[str]) -> dict[str, int]:
@@ -260,23 +231,6 @@ def _fact_matcher(matcher: Matcher, distractors: Sequence[str]) -> Matcher:
         return matcher
     return lambda pred, answers: is_correct(pred, answers, mode=cfg.mode, max_words=cfg.max_words,
                                             distractors=distractors)
-
-
-def plan_chunks(
-    facts: pd.DataFrame, config: ScoreConfig, model_key: str | None,
-    cache_dir: str | os.PathLike[str] | None = None, matcher_name: str = "",
-    drawn: Sequence[Sequence[str]] | None = None,
-) -> ChunkPlan:
-    """Where the chunks of this score table live: ``<cache>/scores/<fingerprint>/`` (no folder when
-    ``model_key`` is None, i.e. nothing cached). Writes the folder's meta.json."""
-    if model_key is None:
-        return ChunkPlan(None, "", len(facts), config.chunk_size)
-    fp = fingerprint(model_key, config, facts, matcher_name, drawn)
-    folder = Path(cache_dir or default_cache_root()) / "scores" / fp
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "meta.json", {"model_key": model_key, "config": config.numbers_key(),
-                                      "n_facts": len(facts), "chunk_size": config.chunk_size})
-    return ChunkPlan(folder, fp, len(facts), config.chunk_size)
 
 
 def compute_chunks(
