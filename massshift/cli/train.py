@@ -111,9 +111,14 @@ def train_rl(
     train = _load_facts_or_fail(facts)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
     if engine == "trl":
+        from massshift.lm.loading import ModelLoadError
         from massshift.train.trl_engine import train_grpo_trl
 
-        result = train_grpo_trl(model, train, out, cfg, prompt=_prompt(chat, instruction), progress=not no_progress)
+        try:
+            result = train_grpo_trl(model, train, out, cfg, prompt=_prompt(chat, instruction),
+                                    progress=not no_progress, eval_facts=held, resume=resume)
+        except (ValueError, ModelLoadError) as err:
+            _fail(str(err))
     elif engine == "builtin":
         from massshift.train.grpo import train_grpo
 
