@@ -16,7 +16,7 @@ so overlap is closed transitively) and deals whole components to the two sides,
 so paraphrases of one fact never straddle the split. ``dedup`` removes from a
 given test set every fact that overlaps a train fact. ``verify_disjoint`` checks
 the guarantee. Every lookup goes through dict indexes on normalised keys, so
-100k facts take seconds, not an all-pairs loop.
+the cost grows with the number of facts, not with the number of pairs.
 """
 
 from __future__ import annotations

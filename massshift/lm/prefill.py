@@ -1,7 +1,7 @@
 """Answer prefill: score the bare answer where an instruct model actually puts it.
 
 Instruct models answer "What is the capital of Cuba?" with "The capital of Cuba is
-Havana." (SmolLM2-135M-Instruct in 98% of cases, issue 12), so the teacher-forced
+Havana." (docs/criteria.md, formats and prefill), so the teacher-forced
 p(" Havana" + terminator | prompt) measures a format the model never uses. Prefill
 puts the lead-in into the prompt (after ``A:``, or after the chat template's
 assistant header) and scores the bare answer after it; greedy and sampled answers

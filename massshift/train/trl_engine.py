@@ -142,16 +142,8 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
         if evals is not None and checkpoint is None:
             first_eval = greedy_accuracy(model, tokenizer, evals, prompt, matcher, config.max_new_tokens)
         original_eos = model.generation_config.eos_token_id
-        model.generation_config.eos_token_id = stop_token_mask(tokenizer, prompt.terminator).nonzero()[:, 0].tolist()
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=TRLConfig(**args),
-                              train_dataset=_dataset(train, prompt, tokenizer), processing_class=tokenizer,
-                              peft_config=_lora(config), callbacks=callbacks)
-        if not progress:
-            from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-            trainer.remove_callback(ProgressCallback)
-            trainer.remove_callback(PrinterCallback)
+        trainer = _trainer(GRPOTrainer, TRLConfig(**args), model, tokenizer, _dataset(train, prompt, tokenizer),
+                           prompt.terminator, reward, _lora(config), callbacks, progress)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         trained = trainer.model
         if hasattr(trained, "peft_config"):
@@ -170,6 +162,21 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
         **log_summary(frame), "final": str(out / "final"), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=out / "final", out_dir=out, model=trained)
+
+
+def _trainer(trainer_cls: Any, args: Any, model: Any, tokenizer: Any, data: Any, terminator: str, reward: Any,
+             peft_config: Any, callbacks: list[Any] | None, progress: bool) -> Any:
+    """The GRPOTrainer, with every token containing the terminator (and EOS) as a stop id for sampling."""
+    model.generation_config.eos_token_id = stop_token_mask(tokenizer, terminator).nonzero()[:, 0].tolist()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=callbacks)
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _dataset(train: pd.DataFrame, prompt: PromptConfig, tokenizer: Any) -> Any:
