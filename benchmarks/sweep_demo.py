@@ -59,7 +59,7 @@ def build_config(name: str, seed: int, threads: int) -> Any:
     world = replace(_world_config(False), **ov.get("world", {}))
     pre = replace(_pretrain_config(False), threads=threads, **ov.get("pretrain", {}))
     grpo = replace(_grpo_config(False), threads=threads, **ov.get("grpo", {}))
-    sft = replace(_sft_config(False), threads=threads, **ov.get("sft", {}))
+    sft = replace(_sft_config(), threads=threads, **ov.get("sft", {}))
     return DemoConfig(seed=seed, world=world, pretrain=pre, grpo=grpo, sft=sft, threads=threads)
 
 

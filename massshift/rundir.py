@@ -62,13 +62,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
@@ -80,12 +80,12 @@ def _jsonable(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` (dataclasses and numpy scalars allowed; NaN and infinities become null) as JSON."""
-    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_yaml(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as YAML, keys in the order given."""
-    return write_text(path, yaml.safe_dump(_jsonable(obj), sort_keys=False, allow_unicode=True))
+    return write_text(path, yaml.safe_dump(jsonable(obj), sort_keys=False, allow_unicode=True))
 
 
 def write_parquet(path: str | os.PathLike[str], df: Any) -> Path:

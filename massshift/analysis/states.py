@@ -16,7 +16,7 @@ format diagnostics warn that the model does not answer in the scored form
 (``formats``), ``sampling`` instead, or ``chance`` under an answer prefix with
 distractors (``auto_criterion``).
 
-Criterion ``chance`` (DESIGN.md "Chance"). A fixed line cannot tell recall
+Criterion ``chance`` (docs/criteria.md). A fixed line cannot tell recall
 from guessing when a relation has few values: a model that spreads its mass
 over the 20 birth cities it has seen gives every one of them p >= eps, so the
 ``logprob`` criterion calls every birth city "known", including those of
@@ -33,7 +33,7 @@ A fact is tail-correct under ``chance`` when it is not greedy-correct and
 4. ``prior_quantile >= chance_specificity`` (default 0.95): the gold scores higher
    on this subject's prompt than on 95% of the other subjects' prompts of the same
    relation where it was scored as a distractor (the value-prior baseline,
-   ``distractors.ValuePrior``). Applied when at least ``MIN_PRIOR`` (10) such scores
+   ``score.distractors.ValuePrior``). Applied when at least ``MIN_PRIOR`` (10) such scores
    exist; with fewer (large answer pools, small tables) the fact is judged by 1-3
    alone and ``prior_n`` says so.
 
@@ -46,12 +46,10 @@ remove a prior that favours one value for everybody: a fact whose gold is that
 value passes them. Rule 4 does: a value the model gives everybody scores as high
 on other subjects' prompts, so its quantile is near 0.5 however popular it is.
 Under it, a subject the model never read about passes with probability about
-1 - chance_specificity (the other subjects are its null distribution). Measured
-on the default demo world (900 held-out facts, 162 never seen in pretraining):
-never-seen facts called tail-correct fell from 12.3% under rules 1-3 to 1.9%
-(3 of 162), while 89% of greedy-correct facts have a quantile >= 0.95. The
-never-seen control (``stats.exposure``: facts with popularity 0) measures the
-rest, and the report shows it per criterion. A fact with no distractor (its relation or template group has
+1 - chance_specificity (the other subjects are its null distribution); what it does
+on the demo world is measured in docs/criteria.md. The never-seen control
+(``analysis.exposure``: facts with popularity 0) measures the rest, and the report
+shows it per criterion. A fact with no distractor (its relation or template group has
 one value) has no chance line and is never tail-correct under ``chance``.
 
 The default threshold is ``eps = -ln(alpha) / n`` (n = 128, alpha = 0.05, so

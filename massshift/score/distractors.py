@@ -1,4 +1,4 @@
-"""Distractor answers: other values of the same relation, the chance line of a fact (DESIGN.md "Chance").
+"""Distractor answers: other values of the same relation, the chance line of a fact (docs/criteria.md).
 
 When a relation has few possible answers, a fixed probability line cannot tell
 recall from guessing: a model that puts 5% on each of 20 cities "knows" every

@@ -1,6 +1,6 @@
 """Building the score table of one model over a facts table, cached and resumable.
 
-This is the expensive stage (DESIGN.md data flow): teacher forcing
+This is the expensive stage of the data flow: teacher forcing
 (``scoring``) and greedy plus sampled answers (``generation``) for every fact,
 judged by one matcher (``matching``), one row per fact (``schema``). Work is
 split into chunks of facts; each finished chunk is written atomically to a

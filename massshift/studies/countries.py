@@ -1,28 +1,27 @@
 """``massshift study smollm2-countries``: the paper's study on a real model and real facts, on a CPU.
 
-SmolLM2-135M-Instruct (``models.load_model("smollm2-135m")``, offline) on one-hop country facts
-(``realfacts.country_facts``). Stages, each reused when its settings are unchanged
-(``demo.run_stage``), all under one run directory ``OUT``:
+SmolLM2-135M-Instruct (``lm.loading.load_model("smollm2-135m")``, offline) on one-hop country facts
+(``data.countries.country_facts``). Stages, each reused when its settings are unchanged
+(``pipeline.run_stage``), all under one run directory ``OUT``:
 
-1. ``split/``: a fact-level split (``split.split_facts``) into held-out test facts and the rest,
-   and from the rest a validation split; ``n_test``, ``n_val`` and ``n_train`` facts are kept
-   (seeded), so the budget fixes the sizes;
+1. ``split/``: a fact-level split (``data.split.split_facts``) into test facts and the rest, and from
+   the rest a validation split; ``n_test``, ``n_val`` and ``n_train`` facts are kept (seeded);
 2. ``selection.csv``, ``choice.json``: the prompt format and matching mode, chosen on the
    validation facts only by the base model's greedy accuracy (ties: the earlier candidate, so
    ``exact`` before ``contains`` and no prefix before a prefix):
    the plain ``Q:/A:`` template or the chat template with a one-line instruction, each with
-   and without per-relation answer prefixes (``prefill``, frozen into
+   and without per-relation answer prefixes (``lm.prefill``, frozen into
    ``PromptConfig.question_prefixes`` so trainers see them), matched ``exact`` or ``contains``;
 3. ``scores/base.parquet``: base scores on the test facts (samples, distractors);
 4. ``grpo/``, ``sft/``, ``rft/``: GRPO on the train facts and the SFT and RFT baselines with the
    same budget (the same train facts, optimizer steps and questions per step); the reward is
    the chosen matching with the anti-hedging rule (an answer naming another value of the
    relation is wrong) under ``contains``;
-5. ``compare-grpo/``, ``compare-sft/``, ``compare-rft/``: ``report.write_compare_report`` of
+5. ``compare-grpo/``, ``compare-sft/``, ``compare-rft/``: ``report.compare.write_compare_report`` of
    each trained model against the base on the test facts;
 6. ``results.csv`` / ``results.md``: held-out greedy accuracy of every method with bootstrap CIs
    and the relative gain over the base's greedy accuracy, with majority vote and k-shot of the
-   base (``demo.method_results``), like the paper's main table;
+   base (``pipeline.method_results``), like the paper's main table;
 7. ``summary.json``: sizes, the choice, timings, the GRPO transition matrix and redistribution.
 
 Hyper-parameters that were not tuned (the learning rates, steps, LoRA or full fine-tuning)
@@ -34,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ import pandas as pd
 
 from massshift.data.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
-from massshift.studies.demo import config_key, headline, method_results, run_stage
+from massshift.studies.pipeline import config_key, headline, method_results, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +57,27 @@ INSTRUCTION = "Answer with the name only."
 SYSTEM = "Answer briefly."
 
 
+CHOICE_VERSION = "v1"
+"""Part of the prompt-choice stage's reuse key: bump it when the candidate prompts or the choice rule change,
+so that a rerun does not reuse a choice made by another rule (the runs committed under figures/ used v1)."""
+
+
 def _grpo(quick: bool) -> Any:
     from massshift.train.grpo import GRPOConfig
 
-    # 16 steps x 4 questions: each of the 64 train facts once. lr 2e-5, full fine-tuning: not tuned (one GRPO
-    # run fits the ~30 min CPU budget); LoRA (r 8) measured no faster per step on this CPU (20.0 vs 20.5 s for
-    # 4 questions x 4 completions), so full fine-tuning
+    # 16 steps x 4 questions: each of the 64 train facts once; lr 2e-5, full fine-tuning, not tuned
+    # (docs/country-study.md says why)
     return GRPOConfig(steps=4 if quick else 16, batch_size=4, num_generations=4, lr=2e-5, max_new_tokens=12,
                       save_every=0, eval_every=0)
 
 
-def _sft(quick: bool) -> Any:
+def _sft() -> Any:
     from massshift.train.sft import SFTConfig
 
     return SFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12)
 
 
-def _rft(quick: bool) -> Any:
+def _rft() -> Any:
     from massshift.train.rft import RFTConfig
 
     return RFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
@@ -114,7 +117,6 @@ class StudyConfig:
     rft: Any = None
     threads: int | None = None
     base_only: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name not in STUDIES:
@@ -130,8 +132,8 @@ class StudyConfig:
                 raise ValueError(f"StudyConfig.{f} must be >= 1, got {getattr(self, f)}")
         q = self.quick
         object.__setattr__(self, "grpo", replace(self.grpo or _grpo(q), seed=self.seed, threads=self.threads))
-        object.__setattr__(self, "sft", replace(self.sft or _sft(q), seed=self.seed, threads=self.threads))
-        object.__setattr__(self, "rft", replace(self.rft or _rft(q), seed=self.seed, threads=self.threads))
+        object.__setattr__(self, "sft", replace(self.sft or _sft(), seed=self.seed, threads=self.threads))
+        object.__setattr__(self, "rft", replace(self.rft or _rft(), seed=self.seed, threads=self.threads))
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     base_key = info.cache_key
     t = time.perf_counter()
     choice_path = out / "choice.json"
-    k_choice = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, "v1"])
+    k_choice = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, CHOICE_VERSION])
     if choice_path.exists() and _read_json(choice_path).get("key") == k_choice:
         choice = _read_json(choice_path)
     else:

@@ -15,25 +15,24 @@ unchanged (an interrupted demo resumes from the finished stages):
    k-shot with shots from the RL-train facts), like the paper's main table;
 9. a three-line summary (accuracies, relative gain, redistribution share).
 
-The defaults are a measured choice (README, "The demo world"); ``--quick`` is a
+The defaults are a measured choice (docs/demo.md); ``--quick`` is a
 smaller world and shorter runs for the tests.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from massshift.rundir import _jsonable, init_run_dir, write_csv, write_json, write_parquet
+from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet
 from massshift.score.distractors import DEFAULT_DISTRACTORS
+from massshift.studies.pipeline import config_key, headline, method_results, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +56,12 @@ def _pretrain_config(quick: bool) -> Any:
 def _grpo_config(quick: bool) -> Any:
     from massshift.train.grpo import GRPOConfig
 
-    # lr 3e-4: at 1e-3 the training reward did not rise in a world without default-answer noise
-    # (0.50 -> 0.47 over 100 steps); at 1e-4 and 3e-4 it rose (0.57 -> 0.67, 0.56 -> 0.66). Chosen on the
-    # training reward, not on held-out facts.
+    # lr 3e-4: chosen on the training reward, not on held-out facts (docs/demo.md)
     return GRPOConfig(steps=30 if quick else 100, batch_size=16, num_generations=8, lr=3e-4,
                       max_new_tokens=8, save_every=0 if quick else 25, eval_every=0 if quick else 25)
 
 
-def _sft_config(quick: bool) -> Any:
+def _sft_config() -> Any:
     from massshift.train.sft import SFTConfig
 
     return SFTConfig(epochs=3, batch_size=16, lr=3e-4, max_new_tokens=8)  # the GRPO learning rate
@@ -95,7 +92,6 @@ class DemoConfig:
     grpo: Any = None
     sft: Any = None
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.test_size < 1:
@@ -106,27 +102,7 @@ class DemoConfig:
         object.__setattr__(self, "world", replace(self.world or _world_config(q), seed=self.seed))
         object.__setattr__(self, "pretrain", replace(self.pretrain or _pretrain_config(q), seed=self.seed))
         object.__setattr__(self, "grpo", replace(self.grpo or _grpo_config(q), seed=self.seed))
-        object.__setattr__(self, "sft", replace(self.sft or _sft_config(q), seed=self.seed))
-
-
-def config_key(obj: Any) -> str:
-    """A short stable hash of a stage's settings (the key ``run_stage`` compares)."""
-    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Path:
-    """Run a stage into ``out/name`` unless a finished run with the same key is there."""
-    d = out / name
-    marker = d / "stage.json"
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
-        logger.info("%s: reusing %s", name, d)
-        return d
-    start = time.perf_counter()
-    logger.info("%s ...", name)
-    run(d)
-    write_json(marker, {"key": key, "seconds": time.perf_counter() - start})
-    logger.info("%s: done in %.1f s", name, time.perf_counter() - start)
-    return d
+        object.__setattr__(self, "sft", replace(self.sft or _sft_config(), seed=self.seed))
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = False) -> dict[str, Any]:
@@ -233,30 +209,3 @@ def results_table(base_dir: Path, train: pd.DataFrame, test: pd.DataFrame, score
     bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=8, shots=3,
                           seed=cfg.seed)
     return method_results(str(base_dir), train, test, scores, bcfg)
-
-
-def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
-                   bcfg: Any, prompt: Any = None) -> pd.DataFrame:
-    """Accuracy with CIs of each scored model (its ``greedy_correct``) and of the base model's
-    inference-time baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``), on ``test``."""
-    from massshift.lm.loading import load_model
-    from massshift.studies.baselines import accuracy_table, run_baselines
-
-    model, tok, _ = load_model(base)
-    preds = run_baselines(model, tok, test, train, bcfg, prompt)
-    order = list(test["fact_id"].astype(str))
-    correct = {name: table.set_index("fact_id").loc[order, "greedy_correct"].reset_index(drop=True)
-               for name, table in scores.items()}
-    for method in preds["method"].unique():
-        rows = preds[preds["method"] == method].set_index("fact_id")
-        correct[f"base, {method}"] = rows.loc[order, "correct"].reset_index(drop=True)
-    return accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
-
-
-def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the demo prints: accuracies, gains and the redistribution share."""
-    acc, gain, red = summary["accuracy"], summary["gain"], summary["redistribution"]
-    return {"base_accuracy": acc["base"]["value"], "accuracy": acc["rl"]["value"],
-            "absolute_gain": gain["absolute"]["value"], "relative_gain": gain["relative"]["value"],
-            "redistribution_share": red["share_tail"]["value"], "n_new_greedy": red["n_new_greedy"],
-            "from_tail": red["from_tail"], "from_absent": red["from_absent"], "criterion": summary["criterion"]}

@@ -13,17 +13,10 @@ and ``model.safetensors`` (the model), the tokenizer files, ``config.yaml`` and
 ``env.json`` (``massshift.rundir``), ``pretrain_log.jsonl`` (one line per step:
 loss, learning rate, gradient norm, tokens seen, seconds) and ``summary.json``.
 
-CPU threads: ``threads=None`` means ``models.auto_threads()``, the cores not
-already busy. Measured on the 2-core machine, default world, idle: 6.7-6.8k
-tokens/s on 1 thread, 9.8-10.5k on 2; with another process busy, 2 threads fell to
-0.7-3.8k against 3.7-6.0k on 1, which is why busy cores are left alone.
-Runs are reproducible bit for bit for a given thread count.
-
-The defaults (batch 16, lr 5e-3, 40 epochs) were chosen on a 100-person world
-(17k corpus tokens, 3.5 minutes on one thread): final loss 0.32; greedy
-accuracy 92% on facts of QA people, 41% on biography-only people (26% more
-with p(gold) > 0.0234), 12% on never-seen people (the popular value's base
-rate). Fifteen epochs at batch 32 only taught the popular value per relation.
+CPU threads: ``threads=None`` means ``lm.runtime.auto_threads()``, the cores not already busy (threads
+that share a busy core spin and wait for each other; docs/speed.md has the numbers). Runs are reproducible
+bit for bit for a given thread count. How the defaults (batch 16, lr 5e-3, 40 epochs) were chosen is in
+docs/demo.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,65 @@
+"""The stage machinery of whole studies (the demo, the country study): stages reused when their settings
+are unchanged, their reuse keys, and the tables of methods with confidence intervals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from massshift.rundir import jsonable, write_json
+
+logger = logging.getLogger(__name__)
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of a stage's settings (the key ``run_stage`` compares)."""
+    return hashlib.sha256(json.dumps(jsonable(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Path:
+    """Run a stage into ``out/name`` unless a finished run with the same key is there."""
+    d = out / name
+    marker = d / "stage.json"
+    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        logger.info("%s: reusing %s", name, d)
+        return d
+    start = time.perf_counter()
+    logger.info("%s ...", name)
+    run(d)
+    write_json(marker, {"key": key, "seconds": time.perf_counter() - start})
+    logger.info("%s: done in %.1f s", name, time.perf_counter() - start)
+    return d
+
+
+def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
+                   bcfg: Any, prompt: Any = None) -> pd.DataFrame:
+    """Accuracy with CIs of each scored model (its ``greedy_correct``) and of the base model's
+    inference-time baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``), on ``test``."""
+    from massshift.lm.loading import load_model
+    from massshift.studies.baselines import accuracy_table, run_baselines
+
+    model, tok, _ = load_model(base)
+    preds = run_baselines(model, tok, test, train, bcfg, prompt)
+    order = list(test["fact_id"].astype(str))
+    correct = {name: table.set_index("fact_id").loc[order, "greedy_correct"].reset_index(drop=True)
+               for name, table in scores.items()}
+    for method in preds["method"].unique():
+        rows = preds[preds["method"] == method].set_index("fact_id")
+        correct[f"base, {method}"] = rows.loc[order, "correct"].reset_index(drop=True)
+    return accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers the demo prints: accuracies, gains and the redistribution share."""
+    acc, gain, red = summary["accuracy"], summary["gain"], summary["redistribution"]
+    return {"base_accuracy": acc["base"]["value"], "accuracy": acc["rl"]["value"],
+            "absolute_gain": gain["absolute"]["value"], "relative_gain": gain["relative"]["value"],
+            "redistribution_share": red["share_tail"]["value"], "n_new_greedy": red["n_new_greedy"],
+            "from_tail": red["from_tail"], "from_absent": red["from_absent"], "criterion": summary["criterion"]}
