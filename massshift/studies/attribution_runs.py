@@ -39,19 +39,17 @@ from massshift.studies.attribution import (
     BucketBounds,
     RunSpec,
     after_table,
-    answer_text,
     assign_buckets,
     bucket_sizes,
     dump,
     gain_table,
     loo_table,
     plan_runs,
-    plot_attribution,
-    report_markdown,
     tracin_buckets,
     transition_summary,
     zero_signal_table,
 )
+from massshift.studies.attribution_report import answer_text, plot_attribution, report_markdown
 from massshift.studies.tracin import TracInConfig
 from massshift.train.grpo import GRPOConfig
 

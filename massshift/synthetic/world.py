@@ -42,6 +42,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from massshift.configio import ConfigIO
+from massshift.data.names import invent_names
 from massshift.rundir import init_run_dir, write_csv, write_json, write_text
 from massshift.synthetic.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
@@ -99,11 +100,6 @@ BIO_TEMPLATES: dict[str, tuple[str, ...]] = {
 
 GROUPS: tuple[str, ...] = ("qa", "bio_only", "unseen")
 """Person groups: QA lines and biographies; biographies only; nowhere in the corpus."""
-
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "tr", "th")
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
-_CODAS = ("", "", "n", "r", "l", "s", "m", "k")
-
 
 @dataclass(frozen=True)
 class WorldConfig(ConfigIO):
@@ -224,22 +220,6 @@ def _reserved_words() -> set[str]:
         for word in text.replace("{subject}", " ").replace("{object}", " ").split():
             words.add(word.strip("?.:").lower())
     return words | {"q", "a", "an", "the"}
-
-
-def invent_names(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
-    """``n`` capitalised, pronounceable, single-word names absent from ``taken`` (lower-cased).
-
-    The names found are added to ``taken``.
-    """
-    names: list[str] = []
-    while len(names) < n:
-        n_syll = int(rng.integers(2, 4))
-        parts = [_ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] for _ in range(n_syll)]
-        name = ("".join(parts) + _CODAS[rng.integers(len(_CODAS))]).capitalize()
-        if name.lower() not in taken:
-            taken.add(name.lower())
-            names.append(name)
-    return names
 
 
 def _n_bios(rng: np.random.Generator, n: int, exponent: float, cap: int) -> np.ndarray:
