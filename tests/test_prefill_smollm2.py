@@ -24,7 +24,7 @@ import os
 import pytest
 import torch
 
-from massshift.analysis.states import StateConfig, auto_criterion
+from massshift.analysis.states import StateConfig, add_state_columns, auto_criterion
 from massshift.data.matching import MatchConfig
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig
@@ -61,7 +61,7 @@ def _score(smollm2, facts, prompt):
     model, tok, _ = smollm2
     cfg = ScoreConfig(prompt=prompt, match=MatchConfig(mode="contains"),
                       generation=GenerationConfig(n_samples=8, max_new_tokens=20), distractors=9)
-    return score_facts(model, tok, facts, cfg, label="m", state_config=StateConfig(criterion="logprob"))
+    return add_state_columns(score_facts(model, tok, facts, cfg, label="m"), StateConfig(criterion="logprob"))
 
 
 def _median_p_greedy_correct(table):
