@@ -100,7 +100,8 @@ def test_draw_all_redraws_a_run_dir_from_its_tables(tmp_path):
     assert not (tmp_path / "figures").exists()
     out = plots.draw_all(tmp_path, formats=("png",))
     assert sorted(p.name for p in out) == sorted(
-        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "redistribution_vs_eps"))
+        f"{n}.png" for n in ("transitions", "logp_scatter", "logp_shift", "state_shares", "gain_kinds",
+                             "redistribution_vs_eps"))
     for path in out:
         assert path.parent == tmp_path / "figures"
         assert_image(path)

@@ -126,8 +126,14 @@ def test_report_md_states_the_verdict_and_links_figures(run):
     text = (out / "report.md").read_text()
     red = summary["redistribution"]
     n, x, z = red["n_new_greedy"], red["from_tail"], red["from_absent"]
-    assert (f"Of the {n} facts that became greedy-correct, {x} ({100 * x / n:.1f}%) were tail-correct in the base "
-            f"and {z} ({100 * z / n:.1f}%) were absent.") in text
+    assert (f"By state in the base, {x} ({100 * x / n:.1f}%) of the {n} facts that became greedy-correct were "
+            f"tail-correct and {z} ({100 * z / n:.1f}%) were absent") in text
+    # the verdict leads with what the gain is made of, counted from facts.parquet's gain_kind column
+    facts = pd.read_parquet(out / "facts.parquet")
+    kinds = facts["gain_kind"].value_counts().to_dict()
+    assert sum(kinds.values()) == n == summary["gain_decomposition"]["n_gained"]
+    parts = ", ".join(f"{kinds[k]} {k}" for k in ("format", "guess", "recall", "acquisition") if kinds.get(k))
+    assert f"Of {n} newly greedy-correct facts: {parts}" in text and "## What kind of gain" in text
     assert "no longer greedy-correct" in text
     nf = summary["n_nonfinite_logp"]
     assert f"base {nf['base']}, step-2 {nf['rl']}" in text

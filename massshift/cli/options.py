@@ -55,3 +55,4 @@ MatchOpt = Annotated[str | None, typer.Option("--match", help="exact or contains
 MaxCompletion = Annotated[int | None, typer.Option("--max-new-tokens", help="Longest completion.")]
 SaveEvery = Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps (0: final only).")]
 EvalEvery = Annotated[int | None, typer.Option("--eval-every", help="Held-out greedy accuracy every N steps.")]
+Controls = Annotated[int | None, typer.Option("--controls", help="Never-seen controls per relation: questions about invented subjects, scored with the rest and kept out of every other number (their tail-correct share is each criterion's false-positive rate). Default: 8 where the facts name a subject and a relation and the question contains the subject; 0: none.")]

@@ -20,6 +20,7 @@ from massshift.cli.options import (
     ChanceTop,
     Chat,
     ConfigOpt,
+    Controls,
     Criterion,
     Device,
     DeviceMap,
@@ -93,6 +94,20 @@ def _with_distractors(cfg, k: int | None, facts):
         _fail(str(err))
 
 
+def _with_controls(facts, n: int | None, seed: int):
+    """``facts`` with never-seen controls appended (``data.controls``); the default count where they can be made."""
+    from massshift.data.controls import with_controls
+
+    try:
+        out = with_controls(facts, n, seed)
+    except ValueError as err:
+        _fail(str(err))
+    if len(out) > len(facts):
+        logger.info("never-seen controls: %d questions about invented subjects added (--controls 0: none)",
+                    len(out) - len(facts))
+    return out
+
+
 def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
                base: str | None, config_dir: Path | None, trust_remote_code: bool, device_map: str | None,
                cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None):
@@ -158,7 +173,7 @@ def score(
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     chance_specificity: ChanceSpec = 0.95,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
-    config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False,
+    config: ConfigOpt = None, device_map: DeviceMap = None, skip_invalid: bool = False, controls: Controls = None,
     no_progress: NoProgress = False,
 ) -> None:
     """Score one model on a facts file: writes OUT/scores.parquet, config.yaml, env.json.
@@ -175,7 +190,7 @@ def score(
     cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
                         instruction, answer_prefix, match)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    table_facts = _load_facts_or_fail(facts, skip_invalid)
+    table_facts = _with_controls(_load_facts_or_fail(facts, skip_invalid), controls, seed)
     cfg = _with_distractors(cfg, distractors, table_facts)
     settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
                 "states": states, "dtype": dtype, "device": device, "threads": n_threads,
@@ -215,7 +230,8 @@ def compare(
     chance_specificity: ChanceSpec = 0.95,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for CIs.")] = 2000,
     cache_dir: CacheDir = None, trust_remote_code: TrustRemote = False, base: BaseOpt = None,
-    config: ConfigOpt = None, device_map: DeviceMap = None, no_progress: NoProgress = False,
+    config: ConfigOpt = None, device_map: DeviceMap = None, controls: Controls = None,
+    no_progress: NoProgress = False,
 ) -> None:
     """Compare BASE with one or more RL checkpoints on the same facts: matrix, statistics, figures, report.
 
@@ -242,7 +258,7 @@ def compare(
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
               "progress": not no_progress, "launch": launch}
-    table_facts = _load_facts_or_fail(facts) if facts is not None else None
+    table_facts = _with_controls(_load_facts_or_fail(facts), controls, seed) if facts is not None else None
     cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
     tables: list[tuple[str, pd.DataFrame]] = []

@@ -30,6 +30,10 @@ def demo(
     typer.echo(f"redistribution share (GRPO, {rl['criterion']} criterion): {rl['from_tail']} of {rl['n_new_greedy']} "
                f"newly greedy-correct facts were tail-correct in the base ({_pct(rl['redistribution_share'])}); "
                f"{rl['from_absent']} were absent")
+    kinds = ", ".join(f"{n} {k}" for k, n in rl.get("gain_kinds", {}).items() if n)
+    typer.echo(f"what GRPO's {rl['n_new_greedy']} gains are made of: {kinds or 'none'}")
+    for warning in rl.get("collapse_warnings", []):
+        typer.echo(f"warning: {warning}")
     typer.echo("held-out greedy accuracy with 95% CIs (results.csv):")
     for row in summary["results"]:
         typer.echo(f"  {row['method']:>18}: {_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]")

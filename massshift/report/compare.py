@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from massshift.analysis.controls import control_summary
 from massshift.analysis.states import (
     StateConfig,
     add_state_columns,
@@ -47,7 +48,9 @@ from massshift.analysis.states import (
 from massshift.analysis.statistics import Bootstrap, StatsConfig, model_states, summarise, transition_table
 from massshift.analysis.transitions import merge_models, state_shares
 from massshift.configio import help_field
+from massshift.data.controls import split_controls
 from massshift.report import plots
+from massshift.report.kinds import knowledge
 from massshift.report.markdown import render_report
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.score.formats import format_shift, format_summary
@@ -118,6 +121,7 @@ def write_compare_report(
     extra_config: dict[str, Any] | None = None,
     seed: int | None = None,
     figures: bool = True,
+    train_facts: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Compare a base score table with one RL table (or several, in training order) and write a run dir.
 
@@ -125,6 +129,9 @@ def write_compare_report(
     scoring settings) is written into config.yaml beside the compare settings.
     ``figures=False`` skips drawing (a few seconds per figure on a slow CPU); the
     figures can be drawn later from the run dir with ``plots.draw_all``.
+    ``train_facts`` (the RL training facts, when known) set the constant-answer baseline; without them it
+    is leave-one-out over the compared facts. Control rows (fact ids ``control:...``, ``data.controls``)
+    are kept out of every number but the controls' own summary.
     Returns the summary dict (the content of summary.json).
     """
     config = config or CompareConfig()
@@ -134,8 +141,9 @@ def write_compare_report(
     rl_list = _rl_list(rl_scores, config.rl_label)
     if config.base_label in {label for label, _ in rl_list}:
         raise ValueError(f"an RL checkpoint label equals the base label {config.base_label!r}; rename one")
-    checked_base = _checked(base_scores, f"base score table ({config.base_label})")
-    checked_rl = [(label, _checked(df, f"rl score table ({label})")) for label, df in rl_list]
+    checked_base, base_ctrl = split_controls(_checked(base_scores, f"base score table ({config.base_label})"))
+    split_rl = [(label, split_controls(_checked(df, f"rl score table ({label})"))) for label, df in rl_list]
+    checked_rl = [(label, real) for label, (real, _) in split_rl]
     # one criterion for every table: chance only when all of them carry distractor columns
     state_cfg, reason = _criterion(config.states, [checked_base, *[df for _, df in checked_rl]])
     base = add_state_columns(checked_base, state_cfg)
@@ -152,6 +160,15 @@ def write_compare_report(
     summary = {"labels": {"base": config.base_label, "rl": headline_label},
                "checkpoints": [label for label, _ in rl_list], **summary,
                "formats": _formats(checked_base, checked_rl[-1][1], config, state_cfg, reason, extra_config)}
+    found, columns = knowledge(merged_all, state_cfg, stats_cfg, config.base_label, train_facts,
+                               summary["formats"]["match_mode"])
+    summary.update(found)
+    for warning in found["collapse_warnings"]:
+        logger.warning("%s", warning)
+    merged = merged.assign(**columns)
+    summary["controls"] = control_summary({config.base_label: checked_base, headline_label: checked_rl[-1][1]},
+                                          {config.base_label: base_ctrl, headline_label: split_rl[-1][1][1]},
+                                          state_cfg)
 
     write_parquet(out / "facts.parquet", merged)
     boot = Bootstrap(len(merged), stats_cfg)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from massshift.analysis.gains import gain_sentence
 from massshift.analysis.states import MIN_PRIOR
+from massshift.report.kinds import constant_lines, control_lines, diversity_lines, gain_lines
 from massshift.score.formats import format_line
 from massshift.score.schema import STATES
 
@@ -52,15 +54,22 @@ def _est(e: dict[str, Any] | None, fmt: str = "{:.3f}", scale: float = 1.0) -> s
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """The one-sentence answer: where the newly greedy-correct facts were in the base."""
+    """The answer, built from what the gain is made of (``gain_decomposition``: recall, guess, format,
+    acquisition) and any collapse; then where the newly greedy-correct facts were in the base (the
+    redistribution share, which counts every gained fact whatever its kind)."""
     red = summary["redistribution"]
     n = red["n_new_greedy"]
     if n == 0:
         return "No fact became greedy-correct."
-    return (
-        f"Of the {n} facts that became greedy-correct, {red['from_tail']} ({100 * red['from_tail'] / n:.1f}%) "
-        f"were tail-correct in the base and {red['from_absent']} ({100 * red['from_absent'] / n:.1f}%) were absent."
-    )
+    where = (f"By state in the base, {red['from_tail']} ({100 * red['from_tail'] / n:.1f}%) of the {n} facts that "
+             f"became greedy-correct were tail-correct and {red['from_absent']} ({100 * red['from_absent'] / n:.1f}%) "
+             "were absent (the redistribution share counts every one of them, guesses included).")
+    decomp = summary.get("gain_decomposition")
+    if not decomp:
+        return where
+    labels = summary["labels"]
+    warn = " ".join(f"Warning: {w}." for w in summary.get("collapse_warnings") or ())
+    return " ".join(x for x in (gain_sentence(decomp, labels["base"], labels["rl"]), warn, where) if x)
 
 
 def churn_sentence(summary: dict[str, Any]) -> str:
@@ -173,6 +182,10 @@ def render_report(summary: dict[str, Any], config: Any, figures: Sequence[str] =
             lines.append(f"- support ({crit}): P {sup['P']}, S {sup['S']}, E {sup['E']}, O {sup['O']}; {ratios}")
     lines += ["", f"## Transitions ({summary['criterion']}; count and row share)", "",
               *_matrix_md(summary["transitions"], b, r), ""]
+    lines += gain_lines(summary.get("gain_decomposition"), r)
+    lines += constant_lines(summary.get("constant_baseline"), acc, b, r)
+    lines += diversity_lines(summary.get("diversity"), summary.get("collapse_warnings") or ())
+    lines += control_lines(summary.get("controls"))
     lines += _formats_md(summary.get("formats"), b, r, summary)
     lines += _exposure_md(summary.get("exposure"), b, r)
     if figures:

@@ -25,6 +25,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from massshift.analysis.gains import GAIN_KINDS
 from massshift.rundir import atomic_path
 from massshift.score.schema import STATES
 
@@ -300,6 +301,27 @@ def plot_gold_rank(merged: pd.DataFrame, base_label: str = "base", rl_label: str
     return fig
 
 
+KIND_COLORS = {"format": "#9e9e9e", "guess": "#d95f02", "recall": "#1b9e77", "acquisition": "#7570b3"}
+
+
+def gain_kinds_figure(facts: pd.DataFrame, columns: Sequence[str] | None = None) -> Figure:
+    """Stacked bars: the gained facts of each checkpoint (``gain_kind`` columns of facts.parquet) by kind."""
+    cols = list(columns or [c for c in facts.columns if c == "gain_kind" or c.startswith("gain_kind_")])
+    labels = [c.removeprefix("gain_kind_") if c != "gain_kind" else "headline" for c in cols]
+    with paper_style():
+        fig = Figure(figsize=(3.4, 2.6), layout="constrained")
+        ax = fig.subplots()
+        bottom = [0] * len(cols)
+        for kind in GAIN_KINDS:
+            counts = [int((facts[c] == kind).sum()) for c in cols]
+            ax.bar(labels, counts, bottom=bottom, color=KIND_COLORS[kind], label=kind)
+            bottom = [b + n for b, n in zip(bottom, counts)]
+        ax.set_ylabel("newly greedy-correct facts")
+        ax.set_title("What kind of gain")
+        ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
 def save_figure(
     fig: Figure, out_dir: str | os.PathLike[str], name: str, formats: Sequence[str] = FORMATS
 ) -> list[Path]:
@@ -331,6 +353,8 @@ def figures_of(run_dir: str | os.PathLike[str]) -> dict[str, Figure]:
     figs["logp_scatter"] = plot_logp_scatter(merged, eps, b, r)
     figs["logp_shift"] = plot_logp_shift(merged, b, r)
     figs["state_shares"] = plot_state_shares(merged, b, r)
+    if "gain_kind" in merged.columns and merged["gain_kind"].notna().any():
+        figs["gain_kinds"] = gain_kinds_figure(merged)
     sampled = (summary.get("redistribution_by_criterion") or {}).get("sampling")
     figs["redistribution_vs_eps"] = plot_redistribution_vs_eps(
         pd.DataFrame(summary["sensitivity"]), eps, sampled["share_tail"]["value"] if sampled else None

@@ -317,7 +317,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
         summaries[name] = write_compare_report(
             base_scores, scores[name], out / f"compare-{name}", ccfg,
             extra_config={"command": "study", "trained": name, "study_dir": str(out), "score": score_cfg},
-            seed=cfg.seed)
+            seed=cfg.seed, train_facts=train)
     timings["compare"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,

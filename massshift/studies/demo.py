@@ -175,7 +175,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
         ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=label)
         summaries[label] = write_compare_report(
             base_scores, table, out / f"compare-{label}", ccfg,
-            extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed)
+            extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed,
+            train_facts=train)
     timings["compare"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     results = results_table(base_dir, train, test, {"base": base_scores, "GRPO": rl_scores, "SFT": sft_scores},

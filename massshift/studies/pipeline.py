@@ -40,8 +40,11 @@ def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Pa
 
 def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
                    bcfg: Any, prompt: Any = None) -> pd.DataFrame:
-    """Accuracy with CIs of each scored model (its ``greedy_correct``) and of the base model's
-    inference-time baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``), on ``test``."""
+    """Accuracy with CIs of each scored model (its ``greedy_correct``), of the base model's inference-time
+    baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``) and of the constant answer (each
+    relation's most common value among the ``train`` facts, ``analysis.constant``), on ``test``."""
+    from massshift.analysis.constant import constant_answers
+    from massshift.data.matching import is_correct
     from massshift.lm.loading import load_model
     from massshift.studies.baselines import accuracy_table, run_baselines
 
@@ -53,13 +56,19 @@ def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: d
     for method in preds["method"].unique():
         rows = preds[preds["method"] == method].set_index("fact_id")
         correct[f"base, {method}"] = rows.loc[order, "correct"].reset_index(drop=True)
+    if "relation" in test.columns and "relation" in train.columns:  # the line a gain must clear
+        consts = constant_answers(test, train)
+        correct["constant answer"] = pd.Series([c is not None and is_correct(c, list(a), mode=bcfg.match_mode)
+                                                for c, a in zip(consts, test["answers"])])
     return accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the demo prints: accuracies, gains and the redistribution share."""
+    """The few numbers the demo prints: accuracies, gains, what the gain is made of, the redistribution share."""
     acc, gain, red = summary["accuracy"], summary["gain"], summary["redistribution"]
     return {"base_accuracy": acc["base"]["value"], "accuracy": acc["rl"]["value"],
             "absolute_gain": gain["absolute"]["value"], "relative_gain": gain["relative"]["value"],
             "redistribution_share": red["share_tail"]["value"], "n_new_greedy": red["n_new_greedy"],
-            "from_tail": red["from_tail"], "from_absent": red["from_absent"], "criterion": summary["criterion"]}
+            "from_tail": red["from_tail"], "from_absent": red["from_absent"], "criterion": summary["criterion"],
+            "gain_kinds": {k: v["count"] for k, v in (summary.get("gain_decomposition") or {}).get("kinds", {}).items()},
+            "collapse_warnings": summary.get("collapse_warnings", [])}
