@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.seeds import derive_seed32
 
 BUCKETS: tuple[str, ...] = ("inaccessible", "rare", "medium", "frequent", "greedy-correct")
@@ -36,15 +37,12 @@ BUCKET_COLORS: dict[str, str] = dict(zip(BUCKETS, ("#999999", "#E69F00", "#56B4E
 
 @dataclass(frozen=True)
 class BucketBounds:
-    """Upper bounds (share of correct samples) of the rare and medium buckets.
+    """Upper bounds (share of correct samples) of the rare and medium buckets."""
 
-    Attributes:
-        rare_max: a fact with 0 < share <= rare_max is rare (paper: 10%).
-        medium_max: rare_max < share <= medium_max is medium (paper: 50%); above is frequent.
-    """
-
-    rare_max: float = 0.10
-    medium_max: float = 0.50
+    rare_max: float = help_field(0.10, help="A fact with 0 < share of correct samples <= rare_max is rare "
+                                            "(paper: 10%).")
+    medium_max: float = help_field(0.50, help="rare_max < share <= medium_max is medium (paper: 50%); above "
+                                              "is frequent.")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.rare_max < self.medium_max < 1.0:

@@ -25,12 +25,13 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.lm.prompts import PromptConfig
 from massshift.progress import progress_bar
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
@@ -64,43 +65,29 @@ def _default_grpo() -> GRPOConfig:
 
 @dataclass(frozen=True)
 class AttributionConfig:
-    """Settings of an attribution study (all written to config.yaml).
+    """Settings of an attribution study (all written to config.yaml; docs/attribution.md)."""
 
-    Attributes:
-        n_samples: base samples per training fact that define the buckets (paper: 128).
-        bounds: rare / medium upper bounds (``attribution.BucketBounds``).
-        sample_size: facts per bucket per run (capped at the smallest usable bucket).
-        min_bucket: buckets with fewer facts get no run.
-        seeds: one set of runs per seed (bucket samples and GRPO seed); CIs come from them.
-        leave_one_out: also run mixed-without-each-bucket.
-        grpo: the GRPO settings of every run (its seed is replaced by the run's).
-        tracin: per-example score settings; ``tracin_checkpoints`` lists where they are taken
-            (``base`` and/or ``mixed``: the first seed's mixed run) and summed.
-        seed: seeds the base samples.
-        test_limit: held-out facts used (0: all; else a seeded sample).
-        score_batch_size: teacher-forcing rows per pass (does not change numbers).
-        keep_models: keep every run's ``final/`` (by default only mixed runs keep it).
-        after_samples: samples per training fact when bucket and mixed runs rescore their own
-            training facts after training (0: skip).
-        prompt: the prompt of every scoring, training and gradient (``prompts.PromptConfig``); the
-            matcher is ``grpo.match_mode`` / ``grpo.max_words`` everywhere (reward and scoring alike).
-    """
-
-    n_samples: int = 128
-    bounds: BucketBounds = field(default_factory=BucketBounds)
-    sample_size: int = 64
-    min_bucket: int = 16
-    seeds: tuple[int, ...] = (0, 1, 2)
-    leave_one_out: bool = True
-    grpo: GRPOConfig = field(default_factory=_default_grpo)
-    tracin: TracInConfig = field(default_factory=TracInConfig)
-    tracin_checkpoints: tuple[str, ...] = ("base", "mixed")
-    seed: int = 0
-    test_limit: int = 0
-    score_batch_size: int = 256
-    keep_models: bool = False
-    after_samples: int = 32
-    prompt: PromptConfig = field(default_factory=PromptConfig)
+    n_samples: int = help_field(128, help="Base samples per training fact that define the buckets (paper: 128).")
+    bounds: BucketBounds = help_field(help="Rare / medium upper bounds of the buckets.", default_factory=BucketBounds)
+    sample_size: int = help_field(64, help="Facts per bucket per run (capped at the smallest usable bucket).")
+    min_bucket: int = help_field(16, help="Buckets with fewer facts get no run.")
+    seeds: tuple[int, ...] = help_field((0, 1, 2), help=(
+        "One set of runs per seed (bucket samples and GRPO seed); the CIs come from them."))
+    leave_one_out: bool = help_field(True, help="Also run mixed-without-each-bucket.")
+    grpo: GRPOConfig = help_field(help="The GRPO settings of every run (its seed is replaced by the run's).",
+                                  default_factory=_default_grpo)
+    tracin: TracInConfig = help_field(help="Per-example score settings.", default_factory=TracInConfig)
+    tracin_checkpoints: tuple[str, ...] = help_field(("base", "mixed"), help=(
+        "Where the per-example scores are taken and summed: base and/or mixed (the first seed's mixed run)."))
+    seed: int = help_field(0, help="Seeds the base samples.")
+    test_limit: int = help_field(0, help="Held-out facts used (0: all; else a seeded sample).")
+    score_batch_size: int = help_field(256, help="Teacher-forcing rows per pass (does not change the numbers).")
+    keep_models: bool = help_field(False, help="Keep every run's final/ (by default only mixed runs keep it).")
+    after_samples: int = help_field(32, help=(
+        "Samples per training fact when bucket and mixed runs rescore their own training facts (0: skip)."))
+    prompt: PromptConfig = help_field(help=(
+        "The prompt of every scoring, training and gradient; the matcher is grpo.match_mode / grpo.max_words "
+        "everywhere (reward and scoring alike)."), default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:

@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from massshift.configio import ConfigIO, help_field
 from massshift.data.matching import MatchConfig, normalize
 from massshift.lm.prompts import PromptConfig
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.seeds import derive_seed
-from massshift.train.common import ConfigIO, check_facts, prompt_ids_for
+from massshift.train.common import check_facts, prompt_ids_for
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +47,18 @@ METHODS = ("greedy", "majority", "kshot")
 
 @dataclass(frozen=True)
 class BaselineConfig(ConfigIO):
-    """Settings of ``run_baselines`` (every field maps onto a ``massshift baselines`` option).
+    """Settings of ``run_baselines`` (every field maps onto a ``massshift baselines`` option)."""
 
-    Attributes:
-        methods: any of ``greedy``, ``majority``, ``kshot``.
-        n_samples: samples per question for the majority vote.
-        temperature: sampling temperature for the majority vote.
-        max_new_tokens: most generated tokens per answer.
-        shots: k, the number of train examples in a k-shot prompt.
-        seed: seeds the samples and the choice of shots.
-        match_mode: ``exact`` or ``contains`` (massshift.data.matching).
-        max_words: under ``contains``, longer predictions are wrong.
-        n_boot: bootstrap resamples for the accuracy intervals.
-        ci: confidence level of the intervals.
-    """
-
-    methods: tuple[str, ...] = METHODS
-    n_samples: int = 16
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    shots: int = 5
-    seed: int = 0
-    match_mode: str = "exact"
-    max_words: int = 12
-    n_boot: int = 2000
-    ci: float = 0.95
+    methods: tuple[str, ...] = help_field(METHODS, help=f"Any of {', '.join(METHODS)}.")
+    n_samples: int = help_field(16, help="Samples per question for the majority vote.")
+    temperature: float = help_field(1.0, help="Sampling temperature of the majority vote.")
+    max_new_tokens: int = help_field(16, help="Most generated tokens per answer.")
+    shots: int = help_field(5, help="k, the number of train examples in a k-shot prompt.")
+    seed: int = help_field(0, help="Seeds the samples and the choice of shots.")
+    match_mode: str = help_field("exact", help="exact or contains (massshift.data.matching).")
+    max_words: int = help_field(12, help="Under contains, longer predictions are wrong.")
+    n_boot: int = help_field(2000, help="Bootstrap resamples of the accuracy intervals.")
+    ci: float = help_field(0.95, help="Confidence level of the intervals.")
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)

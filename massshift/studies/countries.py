@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.data.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.studies.pipeline import config_key, headline, method_results, run_stage
@@ -85,38 +86,27 @@ def _rft() -> Any:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Settings of the study (written to OUT/config.yaml).
+    """Settings of the study (written to OUT/config.yaml); ``quick`` shrinks the default sizes, and the
+    trainers' seed and threads are the study's."""
 
-    Attributes:
-        name: the study (``smollm2-countries``).
-        seed: one seed for the split, sampling and training.
-        quick: tiny sizes and runs (for the tests; a few minutes on one thread).
-        model: the checkpoint studied.
-        n_test, n_val, n_train: held-out test, validation and RL-train facts kept after the split.
-        n_samples: samples per fact when scoring the test facts (and for the majority vote).
-        distractors: values of the same relation scored per test fact (the ``chance`` criterion).
-        max_new_tokens: longest generated answer when scoring and selecting.
-        grpo, sft, rft: the trainer configs (None: the defaults above; SFT and RFT use GRPO's budget).
-        threads: torch CPU threads (None: the cores not already busy).
-        base_only: stop after choosing the prompt and scoring the base model (a second model family
-            where the CPU budget allows no training).
-    """
-
-    name: str = "smollm2-countries"
-    seed: int = 0
-    quick: bool = False
-    model: str = "smollm2-135m"
-    n_test: int = 80
-    n_val: int = 32
-    n_train: int = 64
-    n_samples: int = 6
-    distractors: int = 10
-    max_new_tokens: int = 16
-    grpo: Any = None
-    sft: Any = None
-    rft: Any = None
-    threads: int | None = None
-    base_only: bool = False
+    name: str = help_field("smollm2-countries", help=f"The study ({', '.join(STUDIES)}).")
+    seed: int = help_field(0, help="One seed for the split, sampling and training.")
+    quick: bool = help_field(False, help="Tiny sizes and runs (for the tests; a few minutes on one thread).")
+    model: str = help_field("smollm2-135m", help="The checkpoint studied (a load_model spec).")
+    n_test: int = help_field(80, help="Held-out test facts kept after the split (quick: 24).")
+    n_val: int = help_field(32, help="Validation facts, on which the prompt and matching are chosen (quick: 16).")
+    n_train: int = help_field(64, help="RL-train facts, shared by GRPO, SFT and RFT (quick: 16).")
+    n_samples: int = help_field(6, help="Samples per test fact when scoring, and majority-vote votes (quick: 4).")
+    distractors: int = help_field(10, help="Values of the same relation scored per test fact, for the chance "
+                                           "criterion (quick: 5).")
+    max_new_tokens: int = help_field(16, help="Longest generated answer when scoring and choosing the prompt.")
+    grpo: Any = help_field(None, help="The GRPOConfig (None: the study's; one pass over the train facts).")
+    sft: Any = help_field(None, help="The SFTConfig (None: the study's, with GRPO's budget).")
+    rft: Any = help_field(None, help="The RFTConfig (None: the study's, with GRPO's budget).")
+    threads: int | None = help_field(None, help="Torch CPU threads (None: the cores not already busy).")
+    base_only: bool = help_field(False, help=(
+        "Stop after choosing the prompt and scoring the base model (a second model family where the CPU "
+        "budget allows no training)."))
 
     def __post_init__(self) -> None:
         if self.name not in STUDIES:

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet
 from massshift.score.distractors import DEFAULT_DISTRACTORS
 from massshift.studies.pipeline import config_key, headline, method_results, run_stage
@@ -69,29 +70,21 @@ def _sft_config() -> Any:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the demo (written to OUT/config.yaml).
+    """Settings of the demo (written to OUT/config.yaml); the stage configs default to the measured
+    choice of docs/demo.md, and every stage's seed is ``seed``."""
 
-    Attributes:
-        seed: one seed for the world, pretraining, split, sampling and training.
-        quick: a smaller world and shorter runs (for tests; under 90 s).
-        test_size: share of people held out from RL.
-        n_samples: samples per fact when scoring.
-        distractors: values of the same relation scored per fact, for the ``chance`` criterion
-            (the headline criterion when there are any; 0 turns them off and the headline is ``logprob``).
-        world, pretrain, grpo, sft: the stage configs (None: the measured defaults).
-        threads: torch CPU threads (None: the cores not already busy).
-    """
-
-    seed: int = 0
-    quick: bool = False
-    test_size: float = 0.5
-    n_samples: int = 32
-    distractors: int = DEFAULT_DISTRACTORS
-    world: Any = None
-    pretrain: Any = None
-    grpo: Any = None
-    sft: Any = None
-    threads: int | None = None
+    seed: int = help_field(0, help="One seed for the world, pretraining, split, sampling and training.")
+    quick: bool = help_field(False, help="A smaller world and shorter runs (for the tests).")
+    test_size: float = help_field(0.5, help="Share of people held out from RL (their facts are the test facts).")
+    n_samples: int = help_field(32, help="Samples per fact when scoring, and votes of the majority-vote baseline.")
+    distractors: int = help_field(DEFAULT_DISTRACTORS, help=(
+        "Values of the same relation scored per fact for the chance criterion (the headline criterion "
+        "when there are any); 0 turns them off and the headline criterion is logprob."))
+    world: Any = help_field(None, help="The WorldConfig (None: the demo world).")
+    pretrain: Any = help_field(None, help="The PretrainConfig (None: the demo's pretraining).")
+    grpo: Any = help_field(None, help="The GRPOConfig (None: the demo's GRPO run).")
+    sft: Any = help_field(None, help="The SFTConfig of the SFT baseline (None: the demo's, at GRPO's learning rate).")
+    threads: int | None = help_field(None, help="Torch CPU threads (None: the cores not already busy).")
 
     def __post_init__(self) -> None:
         if not 0 < self.test_size < 1:

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from massshift.configio import help_field
 from massshift.lm.prompts import PromptConfig, encode_facts
 from massshift.seeds import derive_seed
 from massshift.train.common import check_facts, completion_logprobs, prompt_ids_for
@@ -52,21 +53,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TracInConfig:
-    """Settings of the per-example scores.
+    """Settings of the per-example scores."""
 
-    Attributes:
-        dim: count-sketch dimension of the projected gradients (0: no projection, exact scores only).
-        params: ``all``, ``last:N`` (last N decoder layers, final norm, output head) or ``trainable``.
-        seed: seeds the projection and the sampled groups.
-        max_test: held-out facts in the held-out gradient (0: all).
-        chunk: facts per rollout batch (does not change the numbers).
-    """
-
-    dim: int = 4096
-    params: str = "all"
-    seed: int = 0
-    max_test: int = 0
-    chunk: int = 32
+    dim: int = help_field(4096, help="Count-sketch dimension of the projected gradients (0: no projection, "
+                                     "exact scores only).")
+    params: str = help_field("all", help=(
+        "Parameters scored: all, last:N (last N decoder layers, final norm, output head) or trainable."))
+    seed: int = help_field(0, help="Seeds the projection and the sampled groups.")
+    max_test: int = help_field(0, help="Held-out facts in the held-out gradient (0: all).")
+    chunk: int = help_field(32, help="Facts per rollout batch (does not change the numbers).")
 
     def __post_init__(self) -> None:
         if self.dim < 0:

@@ -40,7 +40,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from massshift.configio import ConfigIO
+from massshift.configio import ConfigIO, help_field
 from massshift.lm.loading import auto_threads
 from massshift.progress import progress_bar
 from massshift.rundir import init_run_dir, write_json, write_text
@@ -57,46 +57,26 @@ class PretrainConfig(ConfigIO):
     The defaults give a Llama of about 1.2M parameters on the default world's
     vocabulary of ~2.2k words (0.65M in the four blocks, the rest in the input
     and output embeddings).
-
-    Attributes:
-        seed: seeds the weight initialisation and the data order.
-        architecture: ``llama`` (RMSNorm, rotary, SwiGLU) or ``gpt2``.
-        d_model: hidden size.
-        n_layers: transformer blocks.
-        n_heads: attention heads; must divide ``d_model``.
-        d_ff: feed-forward (intermediate) size.
-        tie_embeddings: share input and output embeddings (always on for gpt2).
-        context_length: tokens per training block, and the model's maximum length.
-        batch_size: blocks per optimizer step.
-        lr: peak learning rate.
-        min_lr_ratio: the cosine schedule ends at ``lr * min_lr_ratio``.
-        warmup_steps: linear warmup steps (capped at the run's length).
-        weight_decay: AdamW weight decay (not applied to norms and biases).
-        grad_clip: clip the global gradient norm to this value (0: no clipping).
-        epochs: passes over the corpus, used when ``max_steps`` is None.
-        max_steps: optimizer steps; overrides ``epochs``.
-        threads: torch CPU threads during the run; None means the cores not already busy.
-        log_every: log a line every this many steps.
     """
 
-    seed: int = 0
-    architecture: Literal["llama", "gpt2"] = "llama"
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 256
-    tie_embeddings: bool = False
-    context_length: int = 128
-    batch_size: int = 16
-    lr: float = 5e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    epochs: float = 40.0
-    max_steps: int | None = None
-    threads: int | None = None
-    log_every: int = 50
+    seed: int = help_field(0, help="Seeds the weight initialisation and the data order.")
+    architecture: Literal["llama", "gpt2"] = help_field("llama", help="llama (RMSNorm, rotary, SwiGLU) or gpt2.")
+    d_model: int = help_field(128, help="Hidden size.")
+    n_layers: int = help_field(4, help="Transformer blocks.")
+    n_heads: int = help_field(4, help="Attention heads; must divide d_model.")
+    d_ff: int = help_field(256, help="Feed-forward (intermediate) size.")
+    tie_embeddings: bool = help_field(False, help="Share input and output embeddings (always on for gpt2).")
+    context_length: int = help_field(128, help="Tokens per training block, and the model's maximum length.")
+    batch_size: int = help_field(16, help="Blocks per optimizer step.")
+    lr: float = help_field(5e-3, help="Peak learning rate.")
+    min_lr_ratio: float = help_field(0.1, help="The cosine schedule ends at lr * min_lr_ratio.")
+    warmup_steps: int = help_field(50, help="Linear warmup steps (capped at the run's length).")
+    weight_decay: float = help_field(0.1, help="AdamW weight decay (not applied to norms and biases).")
+    grad_clip: float = help_field(1.0, help="Clip the global gradient norm to this value (0: no clipping).")
+    epochs: float = help_field(40.0, help="Passes over the corpus, used when max_steps is None.")
+    max_steps: int | None = help_field(None, help="Optimizer steps; overrides epochs.")
+    threads: int | None = help_field(None, help="Torch CPU threads during the run (None: the cores not already busy).")
+    log_every: int = help_field(50, help="Log a line every this many steps.")
 
     def __post_init__(self) -> None:
         if self.architecture not in ("llama", "gpt2"):

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from massshift.configio import ConfigIO
+from massshift.configio import ConfigIO, help_field
 from massshift.data.names import invent_names
 from massshift.rundir import init_run_dir, write_csv, write_json, write_text
 from massshift.synthetic.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
@@ -103,44 +103,28 @@ GROUPS: tuple[str, ...] = ("qa", "bio_only", "unseen")
 
 @dataclass(frozen=True)
 class WorldConfig(ConfigIO):
-    """Settings of a synthetic world (every field is written to the world's config.yaml).
+    """Settings of a synthetic world (every field is written to the world's config.yaml)."""
 
-    Attributes:
-        seed: seed of every random choice in the world.
-        n_people: number of invented people.
-        relations: attributes every person has, a subset of ``QUESTION_TEMPLATES``.
-        n_values: size of each relation's pool of invented values.
-        value_zipf: Zipf exponent of value popularity (0: uniform; 1: the top
-            value is ``n_values``-fold more common than the last).
-        exposure_exponent: power-law exponent of the number of biographies of a
-            seen person, P(n) ~ n^-exponent on 1..``exposure_cap``.
-        exposure_cap: the most biographies one person gets.
-        unseen_share: share of people who appear nowhere in the corpus.
-        mention_prob: chance that a biography states a given relation (each
-            biography states at least one).
-        n_paraphrases: biography templates used per relation (1-4).
-        qa_share: share of all people with QA lines in the corpus (chosen among
-            the seen people, so at most ``1 - unseen_share``).
-        qa_repeats: QA documents per QA person, each with one line per relation.
-        default_noise: share of QA lines answered with the relation's default value.
-        default_kind: ``popular`` (the most common value of the relation) or
-            ``nobody`` (an extra invented value that belongs to no one).
-    """
-
-    seed: int = 0
-    n_people: int = 800
-    relations: tuple[str, ...] = tuple(QUESTION_TEMPLATES)
-    n_values: int = 100
-    value_zipf: float = 1.0
-    exposure_exponent: float = 1.5
-    exposure_cap: int = 64
-    unseen_share: float = 0.1
-    mention_prob: float = 0.8
-    n_paraphrases: int = 4
-    qa_share: float = 0.3
-    qa_repeats: int = 1
-    default_noise: float = 0.1
-    default_kind: Literal["popular", "nobody"] = "popular"
+    seed: int = help_field(0, help="Seed of every random choice in the world.")
+    n_people: int = help_field(800, help="Number of invented people.")
+    relations: tuple[str, ...] = help_field(tuple(QUESTION_TEMPLATES), help=(
+        "Attributes every person has, a subset of QUESTION_TEMPLATES."))
+    n_values: int = help_field(100, help="Size of each relation's pool of invented values.")
+    value_zipf: float = help_field(1.0, help=(
+        "Zipf exponent of value popularity (0: uniform; 1: the top value is n_values-fold more common than the last)."))
+    exposure_exponent: float = help_field(1.5, help=(
+        "Power-law exponent of the number of biographies of a seen person, P(n) ~ n^-exponent on 1..exposure_cap."))
+    exposure_cap: int = help_field(64, help="The most biographies one person gets.")
+    unseen_share: float = help_field(0.1, help="Share of people who appear nowhere in the corpus.")
+    mention_prob: float = help_field(0.8, help=(
+        "Chance that a biography states a given relation (each biography states at least one)."))
+    n_paraphrases: int = help_field(4, help="Biography templates used per relation (1-4).")
+    qa_share: float = help_field(0.3, help=(
+        "Share of all people with QA lines in the corpus (chosen among the seen people, so at most 1 - unseen_share)."))
+    qa_repeats: int = help_field(1, help="QA documents per QA person, each with one line per relation.")
+    default_noise: float = help_field(0.1, help="Share of QA lines answered with the relation's default value.")
+    default_kind: Literal["popular", "nobody"] = help_field("popular", help=(
+        "popular (the most common value of the relation) or nobody (an extra invented value that belongs to no one)."))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relations", tuple(self.relations))
