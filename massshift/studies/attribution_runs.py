@@ -160,6 +160,7 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
             bucket_of: dict[str, str], out: Path, cfg: AttributionConfig, base_key: str) -> dict[str, Any]:
     """Train, score and compare one run (or read its ``result.json`` when it is already finished)."""
     from massshift.analysis.estimators import Bootstrap, StatsConfig
+    from massshift.analysis.states import assign_states
     from massshift.analysis.statistics import accuracy_and_gain, model_states, transition_table
     from massshift.analysis.transitions import merge_models
     from massshift.lm.loading import load_model
@@ -186,8 +187,6 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
             after.append({"bucket": bucket, "n": len(grp), "greedy_correct": int(grp["greedy_correct"].sum()),
                           "accessible": int((grp["n_correct"] > 0).sum())})
     scores = score_facts(res.model, tok, test, _score_config(cfg, 0), label="rl")
-    from massshift.analysis.states import assign_states
-
     kept = scores[["fact_id", "greedy", "greedy_correct", "logp_gold"]]
     write_parquet(d / "test_scores.parquet", kept.assign(state=assign_states(scores, _state_config()).to_numpy()))
     merged = merge_models(base_test, scores)
@@ -212,25 +211,11 @@ def run_one(spec: RunSpec, base: str, train: pd.DataFrame, test: pd.DataFrame, b
     return result
 
 
-def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFrame, out: str | Path,
-                    config: AttributionConfig | None = None, progress: bool | None = None,
-                    threads: int | None = None) -> dict[str, Any]:
-    """The whole study into ``out`` (see the module docstring); returns the summary.
-
-    ``summary["seconds"]`` is this call's wall time: a resumed study reports only what it ran.
-    """
-    import numpy as np
-
-    from massshift.analysis.statistics import transition_table  # noqa: F401  (imported here so a missing extra fails early)
-    from massshift.lm.loading import load_model, set_threads
-    from massshift.score.table import score_facts
-    from massshift.studies.tracin import tracin_scores
+def _checked_facts(train_facts: pd.DataFrame, test_facts: pd.DataFrame,
+                   cfg: AttributionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The train and test facts, checked disjoint; the test facts cut to ``cfg.test_limit`` (seeded)."""
     from massshift.train.common import check_facts
 
-    cfg = config or AttributionConfig()
-    out = Path(out)
-    t_start = time.perf_counter()
-    n_threads = set_threads(threads)
     train, test = check_facts(train_facts, "train facts"), check_facts(test_facts, "test facts")
     overlap = set(train["fact_id"]) & set(test["fact_id"])
     if overlap:
@@ -238,8 +223,16 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
                          f"{sorted(overlap)[:3]}); split or dedup them first (massshift split / dedup)")
     if cfg.test_limit and len(test) > cfg.test_limit:
         test = test.sample(n=cfg.test_limit, random_state=cfg.seed).reset_index(drop=True)
-    init_run_dir(out, {"command": "attribute", "base": base, "attribution": cfg, "threads": n_threads,
-                       "n_train": len(train), "n_test": len(test)}, seed=cfg.seed, device="cpu")
+    return train, test
+
+
+def _base_scores(base: str, train: pd.DataFrame, test: pd.DataFrame, out: Path, cfg: AttributionConfig,
+                 progress: bool | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    """The base model's samples on the train facts (their buckets and bucket sizes) and its greedy scores on
+    the test facts, written to ``out``; returns ``buckets, sizes, base_test, base_key``."""
+    from massshift.lm.loading import load_model
+    from massshift.score.table import score_facts
+
     model, tok, info = load_model(base)
     base_key = info.cache_key
     with progress_bar(len(train), "base samples (train)", enabled=progress) as adv:
@@ -257,29 +250,18 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
         base_test = score_facts(model, tok, test, _score_config(cfg, 0), label="base", model_key=base_key,
                                 cache_dir=out / "cache", on_facts=adv)
     write_parquet(out / "base_test_scores.parquet", base_test.drop(columns=["token_logps"], errors="ignore"))
-    specs, plan = plan_runs(buckets, cfg.sample_size, cfg.seeds, cfg.min_bucket, cfg.leave_one_out)
-    write_json(out / "plan.json", {**plan, "runs": [{"name": s.name, "kind": s.kind, "bucket": s.bucket,
-                                                     "seed": s.seed, "n_train": len(s.fact_ids)} for s in specs]})
-    bucket_of = dict(zip(buckets["fact_id"].astype(str), buckets["bucket"]))
-    results = []
-    with progress_bar(len(specs), "GRPO runs", unit="runs", enabled=progress) as adv:
-        for spec in specs:
-            results.append(run_one(spec, base, train, test, base_test, bucket_of, out, cfg, base_key))
-            adv(1)
-    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "after_train", "key")}
-                         for r in results])
-    write_csv(out / "runs.csv", runs)
-    trans = pd.concat([pd.read_csv(out / "runs" / r["name"] / "transitions.csv").assign(run=r["name"])
-                       for r in results], ignore_index=True)
-    write_csv(out / "transitions.csv", trans)
-    gains, loo = gain_table(runs), loo_table(runs)
-    zero, after, trans_sum = zero_signal_table(results), after_table(results), transition_summary(trans, runs)
-    for name, df in (("gains", gains), ("loo", loo), ("zero_signal", zero), ("train_after", after),
-                     ("transition_summary", trans_sum)):
-        write_csv(out / f"{name}.csv", df)
+    return buckets, sizes, base_test, base_key
 
-    # per-example scores at each checkpoint, summed (TracIn-CP with equal step sizes)
-    used = set(plan["used_buckets"])
+
+def _tracin_table(base: str, train: pd.DataFrame, test: pd.DataFrame, bucket_of: dict[str, str], used: set[str],
+                  out: Path, cfg: AttributionConfig, progress: bool | None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-example scores of the train facts of the used buckets at each checkpoint (TracIn-CP with equal
+    step sizes; summed by the caller), and each checkpoint's exact-vs-projected Pearson correlation."""
+    import numpy as np
+
+    from massshift.lm.loading import load_model
+    from massshift.studies.tracin import tracin_scores
+
     pool = train[train["fact_id"].map(bucket_of).isin(used)].reset_index(drop=True)
     tracin = pool[["fact_id"]].assign(bucket=pool["fact_id"].map(bucket_of))
     pearson: dict[str, float] = {}
@@ -301,6 +283,49 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
             if ok.sum() > 2:
                 pearson[ck] = float(np.corrcoef(sc.loc[ok, "score"], sc.loc[ok, "score_proj"])[0, 1])
         del m
+    return tracin, pearson
+
+
+def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFrame, out: str | Path,
+                    config: AttributionConfig | None = None, progress: bool | None = None,
+                    threads: int | None = None) -> dict[str, Any]:
+    """The whole study into ``out`` (see the module docstring); returns the summary.
+
+    ``summary["seconds"]`` is this call's wall time: a resumed study reports only what it ran.
+    """
+    from massshift.analysis.statistics import transition_table  # noqa: F401  (imported here so a missing extra fails early)
+    from massshift.lm.loading import set_threads
+
+    cfg = config or AttributionConfig()
+    out = Path(out)
+    t_start = time.perf_counter()
+    n_threads = set_threads(threads)
+    train, test = _checked_facts(train_facts, test_facts, cfg)
+    init_run_dir(out, {"command": "attribute", "base": base, "attribution": cfg, "threads": n_threads,
+                       "n_train": len(train), "n_test": len(test)}, seed=cfg.seed, device="cpu")
+    buckets, sizes, base_test, base_key = _base_scores(base, train, test, out, cfg, progress)
+    specs, plan = plan_runs(buckets, cfg.sample_size, cfg.seeds, cfg.min_bucket, cfg.leave_one_out)
+    write_json(out / "plan.json", {**plan, "runs": [{"name": s.name, "kind": s.kind, "bucket": s.bucket,
+                                                     "seed": s.seed, "n_train": len(s.fact_ids)} for s in specs]})
+    bucket_of = dict(zip(buckets["fact_id"].astype(str), buckets["bucket"]))
+    results = []
+    with progress_bar(len(specs), "GRPO runs", unit="runs", enabled=progress) as adv:
+        for spec in specs:
+            results.append(run_one(spec, base, train, test, base_test, bucket_of, out, cfg, base_key))
+            adv(1)
+    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "after_train", "key")}
+                         for r in results])
+    write_csv(out / "runs.csv", runs)
+    trans = pd.concat([pd.read_csv(out / "runs" / r["name"] / "transitions.csv").assign(run=r["name"])
+                       for r in results], ignore_index=True)
+    write_csv(out / "transitions.csv", trans)
+    gains, loo = gain_table(runs), loo_table(runs)
+    zero, after, trans_sum = zero_signal_table(results), after_table(results), transition_summary(trans, runs)
+    for name, df in (("gains", gains), ("loo", loo), ("zero_signal", zero), ("train_after", after),
+                     ("transition_summary", trans_sum)):
+        write_csv(out / f"{name}.csv", df)
+
+    tracin, pearson = _tracin_table(base, train, test, bucket_of, set(plan["used_buckets"]), out, cfg, progress)
     score_cols = [c for c in tracin.columns if c.startswith("score_")]
     tb, corr = None, None
     if score_cols:
@@ -316,7 +341,8 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     save_figure(fig, out / "figures", "attribution")
     summary = {
         "base": base, "n_train": len(train), "n_test": len(test), "n_samples": cfg.n_samples,
-        "seeds": list(cfg.seeds), "prompt": cfg.prompt.to_dict(), "match_mode": cfg.grpo.match_mode, "per_bucket": plan["per_bucket"], "used_buckets": plan["used_buckets"],
+        "seeds": list(cfg.seeds), "prompt": cfg.prompt.to_dict(), "match_mode": cfg.grpo.match_mode,
+        "per_bucket": plan["per_bucket"], "used_buckets": plan["used_buckets"],
         "skipped_buckets": plan["skipped_buckets"], "min_bucket": cfg.min_bucket,
         "bucket_sizes": dict(zip(sizes["bucket"], map(int, sizes["n"]))), "grpo": cfg.grpo.to_dict(),
         "eps": _state_config().threshold, "base_accuracy": float(base_test["greedy_correct"].mean()),

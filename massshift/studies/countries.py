@@ -26,13 +26,13 @@ SmolLM2-135M-Instruct (``lm.loading.load_model("smollm2-135m")``, offline) on on
 
 Hyper-parameters that were not tuned (the learning rates, steps, LoRA or full fine-tuning)
 are fixed in ``StudyConfig`` and written to ``config.yaml``; nothing is ever chosen on the
-test facts.
+test facts. Results and how the study was run: docs/country-study.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import pandas as pd
 from massshift.configio import help_field
 from massshift.data.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
-from massshift.studies.pipeline import config_key, headline, method_results, run_stage
+from massshift.studies.pipeline import Stages, config_key, headline, method_results
 
 logger = logging.getLogger(__name__)
 
@@ -210,119 +210,57 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
 
 def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
-    from massshift.analysis.estimators import StatsConfig
     from massshift.data.countries import country_facts
-    from massshift.data.facts import load_facts, save_facts
     from massshift.lm.loading import load_model, set_threads
-    from massshift.report.compare import CompareConfig, write_compare_report
-    from massshift.score.table import score_facts
-    from massshift.studies.baselines import BaselineConfig
-    from massshift.train.grpo import train_grpo
-    from massshift.train.rft import train_rft
-    from massshift.train.sft import train_sft
 
     cfg = config or StudyConfig()
     out = Path(out)
-    start = time.perf_counter()
+    stages = Stages(out)
     threads = set_threads(cfg.threads)
     init_run_dir(out, {"command": "study", "study": cfg, "threads": threads}, seed=cfg.seed, device="cpu")
-    timings: dict[str, float] = {}
-
-    def timed(name: str, key: str, fn: Any) -> Path:
-        t = time.perf_counter()
-        d = run_stage(out, name, key, fn)
-        timings[name] = round(time.perf_counter() - t, 1)
-        return d
-
     facts = country_facts()
-    # the facts' content is in the key: a changed alias table must not reuse a stale split
-    k_split = config_key([facts[["fact_id", "question", "answers"]].to_dict("records"), cfg.seed, cfg.n_test,
-                          cfg.n_val, cfg.n_train])
-
-    def do_split(d: Path) -> None:
-        parts = split_study_facts(facts, cfg)
-        for name, df in parts.items():
-            save_facts(df, d / f"{name}.jsonl")
-        write_json(d / "sizes.json", {name: len(df) for name, df in parts.items()} | {"pool": len(facts)})
-
-    split_dir = timed("split", k_split, do_split)
-    train, val, test = (load_facts(split_dir / f"{n}.jsonl") for n in ("train", "val", "test"))
+    (train, val, test), k_split = _split(stages, cfg, facts)
     everything = pd.concat([train, val, test], ignore_index=True)
-
     model, tok, info = load_model(cfg.model)
-    base_key = info.cache_key
-    t = time.perf_counter()
-    choice_path = out / "choice.json"
-    k_choice = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, CHOICE_VERSION])
-    if choice_path.exists() and _read_json(choice_path).get("key") == k_choice:
-        choice = _read_json(choice_path)
-    else:
-        selection, choice = choose_prompt(model, tok, val, cfg)
-        write_csv(out / "selection.csv", selection)
-        choice["key"] = k_choice
-        write_json(choice_path, choice)
-    timings["selection"] = round(time.perf_counter() - t, 1)
+    with stages.timed("selection"):
+        choice = _choice(out, model, tok, val, cfg, k_split)
     prompt = dict(prompt_candidates(everything))[choice["prompt"]]
     mode = choice["match"]
     logger.info("chosen on validation: %s (accuracy %.3f)", choice["candidate"], choice["val_accuracy"])
     score_cfg = _score_config(cfg, prompt, mode, cfg.n_samples, cfg.distractors)
-
-    def score(m: Any, tk: Any, key: str, label: str) -> pd.DataFrame:
-        return score_facts(m, tk, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache")
-
-    t = time.perf_counter()
-    base_scores = score(model, tok, base_key, "base")
-    timings["score_base"] = round(time.perf_counter() - t, 1)
+    with stages.timed("score_base"):
+        scores = {"base": _score(out, test, score_cfg, model, tok, info.cache_key, "base")}
     del model
+    head = {"study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads,
+            "timings_s": stages.timings,
+            "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
+            "choice": {k: v for k, v in choice.items() if k != "key"}}
     if cfg.base_only:
-        return _base_only_summary(out, cfg, threads, timings, start, facts, train, val, test, choice, base_scores)
-    reward = contains_reward(relation_values(everything)) if mode == "contains" else None
-    trainers = {
-        "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
-        "sft": (train_sft, replace(cfg.sft, match_mode=mode), {}),
-        "rft": (train_rft, replace(cfg.rft, match_mode=mode),
-                {"matcher": (lambda t, a: reward(t, a) > 0) if reward else None}),
-    }
-    scores = {"base": base_scores}
-    for name, (fn, tcfg, extra) in trainers.items():
-        key = config_key([k_split, base_key, choice["candidate"], mode, tcfg, name])
+        return _base_only_summary(out, cfg, stages, head, scores["base"])
+    for name, (fn, tcfg, extra) in _trainers(cfg, mode, everything).items():
+        key = config_key([k_split, info.cache_key, choice["candidate"], mode, tcfg, name])
 
         def do_train(d: Path, fn: Any = fn, tcfg: Any = tcfg, extra: Any = extra) -> None:
             m, tk, _ = load_model(cfg.model)
             m.train()
             fn(m, tk, train, d, tcfg, eval_facts=val, prompt=prompt, progress=progress, **extra)
 
-        run_dir = timed(name, key, do_train)
-        t = time.perf_counter()
-        m, tk, inf = load_model(str(run_dir / "final"))
-        scores[name] = score(m, tk, inf.cache_key, name)
-        del m
-        timings[f"score_{name}"] = round(time.perf_counter() - t, 1)
+        run_dir = stages.run(name, key, do_train)
+        with stages.timed(f"score_{name}"):
+            m, tk, inf = load_model(str(run_dir / "final"))
+            scores[name] = _score(out, test, score_cfg, m, tk, inf.cache_key, name)
+            del m
     for name, table in scores.items():
         write_parquet(out / "scores" / f"{name}.parquet", table)
-    t = time.perf_counter()
-    summaries = {}
-    for name in trainers:
-        ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=name)
-        summaries[name] = write_compare_report(
-            base_scores, scores[name], out / f"compare-{name}", ccfg,
-            extra_config={"command": "study", "trained": name, "study_dir": str(out), "score": score_cfg},
-            seed=cfg.seed, train_facts=train)
-    timings["compare"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,
-                          shots=3, seed=cfg.seed, match_mode=mode)
-    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT"}
-    results = method_results(cfg.model, train, test, {labels[k]: v for k, v in scores.items()}, bcfg, prompt)
-    results = with_relative_gain(results, labels["base"])
-    write_csv(out / "results.csv", results)
-    timings["baselines"] = round(time.perf_counter() - t, 1)
-    timings["total"] = round(time.perf_counter() - start, 1)
+    with stages.timed("compare"):
+        summaries = {name: _compare(out, cfg, scores["base"], scores[name], name, train, score_cfg)
+                     for name in scores if name != "base"}
+    with stages.timed("baselines"):
+        results = _results(cfg, train, test, scores, mode, prompt)
+        write_csv(out / "results.csv", results)
+    stages.finish()
     g = summaries["grpo"]
-    summary = {
-        "study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads, "timings_s": timings,
-        "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
-        "choice": {k: v for k, v in choice.items() if k != "key"},
+    summary = head | {
         "results": results.to_dict(orient="records"),
         "headline": {name: headline(s) for name, s in summaries.items()},
         "grpo_transitions": g["transitions"], "grpo_redistribution": g["redistribution"],
@@ -333,9 +271,87 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     return summary
 
 
-def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[str, float], start: float,
-                       facts: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
-                       choice: dict[str, Any], base_scores: pd.DataFrame) -> dict[str, Any]:
+def _split(stages: Stages, cfg: StudyConfig, facts: pd.DataFrame) -> tuple[list[pd.DataFrame], str]:
+    """The split stage: [train, val, test] facts and the stage's key."""
+    from massshift.data.facts import load_facts, save_facts
+
+    # the facts' content is in the key: a changed alias table must not reuse a stale split
+    key = config_key([facts[["fact_id", "question", "answers"]].to_dict("records"), cfg.seed, cfg.n_test,
+                      cfg.n_val, cfg.n_train])
+
+    def do_split(d: Path) -> None:
+        parts = split_study_facts(facts, cfg)
+        for name, df in parts.items():
+            save_facts(df, d / f"{name}.jsonl")
+        write_json(d / "sizes.json", {name: len(df) for name, df in parts.items()} | {"pool": len(facts)})
+
+    split_dir = stages.run("split", key, do_split)
+    return [load_facts(split_dir / f"{n}.jsonl") for n in ("train", "val", "test")], key
+
+
+def _choice(out: Path, model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig, k_split: str) -> dict[str, Any]:
+    """The prompt and matching chosen on the validation facts (``choose_prompt``), reused from
+    ``choice.json`` when its key matches."""
+    choice_path = out / "choice.json"
+    key = config_key([k_split, cfg.model, cfg.max_new_tokens, cfg.seed, CHOICE_VERSION])
+    if choice_path.exists() and (saved := json.loads(choice_path.read_text(encoding="utf-8"))).get("key") == key:
+        return saved
+    selection, choice = choose_prompt(model, tok, val, cfg)
+    write_csv(out / "selection.csv", selection)
+    choice["key"] = key
+    write_json(choice_path, choice)
+    return choice
+
+
+def _score(out: Path, test: pd.DataFrame, score_cfg: Any, model: Any, tok: Any, key: str,
+           label: str) -> pd.DataFrame:
+    from massshift.score.table import score_facts
+
+    return score_facts(model, tok, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache")
+
+
+def _trainers(cfg: StudyConfig, mode: str, everything: pd.DataFrame) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """name -> (trainer, its config under the chosen matching, its extra arguments); under ``contains`` the
+    reward and RFT's matcher carry the anti-hedging rule."""
+    from massshift.train.grpo import train_grpo
+    from massshift.train.rft import train_rft
+    from massshift.train.sft import train_sft
+
+    reward = contains_reward(relation_values(everything)) if mode == "contains" else None
+    return {
+        "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
+        "sft": (train_sft, replace(cfg.sft, match_mode=mode), {}),
+        "rft": (train_rft, replace(cfg.rft, match_mode=mode),
+                {"matcher": (lambda t, a: reward(t, a) > 0) if reward else None}),
+    }
+
+
+def _compare(out: Path, cfg: StudyConfig, base: pd.DataFrame, trained: pd.DataFrame, name: str,
+             train: pd.DataFrame, score_cfg: Any) -> dict[str, Any]:
+    from massshift.analysis.estimators import StatsConfig
+    from massshift.report.compare import CompareConfig, write_compare_report
+
+    ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=name)
+    return write_compare_report(
+        base, trained, out / f"compare-{name}", ccfg,
+        extra_config={"command": "study", "trained": name, "study_dir": str(out), "score": score_cfg},
+        seed=cfg.seed, train_facts=train)
+
+
+def _results(cfg: StudyConfig, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
+             mode: str, prompt: Any) -> pd.DataFrame:
+    """The main table: every method's held-out accuracy with CIs and its gain over the base's greedy accuracy."""
+    from massshift.studies.baselines import BaselineConfig
+
+    bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,
+                          shots=3, seed=cfg.seed, match_mode=mode)
+    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT"}
+    results = method_results(cfg.model, train, test, {labels[k]: v for k, v in scores.items()}, bcfg, prompt)
+    return with_relative_gain(results, labels["base"])
+
+
+def _base_only_summary(out: Path, cfg: StudyConfig, stages: Stages, head: dict[str, Any],
+                       base_scores: pd.DataFrame) -> dict[str, Any]:
     from massshift.analysis.states import StateConfig, assign_states
     from massshift.score.formats import format_summary
     from massshift.studies.baselines import accuracy_table
@@ -344,22 +360,13 @@ def _base_only_summary(out: Path, cfg: StudyConfig, threads: int, timings: dict[
     results = accuracy_table({"base, zero-shot greedy": base_scores["greedy_correct"]}, seed=cfg.seed)
     results["relative_gain"] = 0.0
     write_csv(out / "results.csv", results)
-    timings["total"] = round(time.perf_counter() - start, 1)
-    summary = {"study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads, "timings_s": timings,
-               "base_only": True,
-               "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
-               "choice": {k: v for k, v in choice.items() if k != "key"},
-               "results": results.to_dict(orient="records"),
-               "states": {str(k): int(v) for k, v in assign_states(base_scores, StateConfig()).value_counts().items()},
-               "formats": format_summary(base_scores, StateConfig().threshold)}
+    stages.finish()
+    summary = head | {"base_only": True, "results": results.to_dict(orient="records"),
+                      "states": {str(k): int(v) for k, v in
+                                 assign_states(base_scores, StateConfig()).value_counts().items()},
+                      "formats": format_summary(base_scores, StateConfig().threshold)}
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def with_relative_gain(results: pd.DataFrame, base_method: str) -> pd.DataFrame:

@@ -22,7 +22,6 @@ smaller world and shorter runs for the tests.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 from massshift.configio import help_field
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet
 from massshift.score.distractors import DEFAULT_DISTRACTORS
-from massshift.studies.pipeline import config_key, headline, method_results, run_stage
+from massshift.studies.pipeline import Stages, config_key, headline, method_results
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +99,7 @@ class DemoConfig:
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns a summary with both comparisons' headline numbers."""
-    from massshift.analysis.estimators import StatsConfig
-    from massshift.data.facts import load_facts
-    from massshift.data.split import split_facts, write_split
-    from massshift.lm.loading import load_model, set_threads
-    from massshift.lm.logprobs import ScoringConfig
-    from massshift.lm.sampling import GenerationConfig
-    from massshift.report.compare import CompareConfig, write_compare_report
-    from massshift.score.table import ScoreConfig, score_facts
+    from massshift.lm.loading import set_threads
     from massshift.synthetic.pretrain import pretrain
     from massshift.synthetic.world import build_world, write_world
     from massshift.train.grpo import train_grpo
@@ -115,74 +107,77 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
 
     cfg = config or DemoConfig()
     out = Path(out)
-    start = time.perf_counter()
+    stages = Stages(out)
     threads = set_threads(cfg.threads)
     init_run_dir(out, {"command": "demo", "demo": cfg, "threads": threads}, seed=cfg.seed, device="cpu")
-    timings: dict[str, float] = {}
-
-    def timed(name: str, key: str, fn: Callable[[Path], None]) -> Path:
-        t = time.perf_counter()
-        d = run_stage(out, name, key, fn)
-        timings[name] = round(time.perf_counter() - t, 1)
-        return d
-
     k_world = config_key(cfg.world)
-    world_dir = timed("world", k_world, lambda d: write_world(build_world(cfg.world), d))
+    world_dir = stages.run("world", k_world, lambda d: write_world(build_world(cfg.world), d))
     k_pre = config_key([k_world, cfg.pretrain])
-    pre_dir = timed("pretrain", k_pre, lambda d: pretrain(world_dir, d, cfg.pretrain, progress=progress))
-    facts = load_facts(world_dir / "facts.jsonl")
-    k_split = config_key([k_world, cfg.test_size, cfg.seed])
-
-    def do_split(d: Path) -> None:
-        res = split_facts(facts, test_size=cfg.test_size, seed=cfg.seed, group_by="subject")
-        write_split(res, d, {"test_size": cfg.test_size, "seed": cfg.seed, "group_by": "subject"})
-
-    split_dir = timed("split", k_split, do_split)
-    train, test = load_facts(split_dir / "train.jsonl"), load_facts(split_dir / "test.jsonl")
-    # 256 teacher-forcing rows per batch: a fact brings 21+ continuations with its distractors (batch size
-    # never changes the numbers, tested)
-    score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed),
-                            scoring=ScoringConfig(batch_size=256), distractors=cfg.distractors)
-
-    def score(model_dir: Path, label: str) -> pd.DataFrame:
-        model, tok, info = load_model(str(model_dir))
-        return score_facts(model, tok, test, score_cfg, label=label, model_key=info.cache_key,
-                           cache_dir=out / "cache")
-
-    base_dir = pre_dir
-    k_grpo = config_key([k_pre, k_split, cfg.grpo])
-    grpo_dir = timed("grpo", k_grpo, lambda d: _train(train_grpo, base_dir, train, test, d, cfg.grpo, progress))
-    k_sft = config_key([k_pre, k_split, cfg.sft])
-    sft_dir = timed("sft", k_sft, lambda d: _train(train_sft, base_dir, train, test, d, cfg.sft, progress))
-    t = time.perf_counter()
-    base_scores = score(base_dir, "base")
-    rl_scores = score(grpo_dir / "final", "rl")
-    sft_scores = score(sft_dir / "final", "sft")
-    timings["scoring"] = round(time.perf_counter() - t, 1)
-    scores_dir = out / "scores"
-    for name, table in (("base", base_scores), ("rl", rl_scores), ("sft", sft_scores)):
-        write_parquet(scores_dir / f"{name}.parquet", table)
-    t = time.perf_counter()
-    summaries = {}
-    for label, table in (("rl", rl_scores), ("sft", sft_scores)):
-        ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=label)
-        summaries[label] = write_compare_report(
-            base_scores, table, out / f"compare-{label}", ccfg,
-            extra_config={"command": "demo", "trained": label, "demo_dir": str(out)}, seed=cfg.seed,
-            train_facts=train)
-    timings["compare"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    results = results_table(base_dir, train, test, {"base": base_scores, "GRPO": rl_scores, "SFT": sft_scores},
-                            cfg)
-    write_csv(out / "results.csv", results)
-    timings["baselines"] = round(time.perf_counter() - t, 1)
-    timings["total"] = round(time.perf_counter() - start, 1)
-    summary = {"timings_s": timings, "n_train_facts": len(train), "n_test_facts": len(test),
+    base_dir = stages.run("pretrain", k_pre, lambda d: pretrain(world_dir, d, cfg.pretrain, progress=progress))
+    train, test, k_split = _split(stages, cfg, world_dir, k_world)
+    grpo_dir = stages.run("grpo", config_key([k_pre, k_split, cfg.grpo]),
+                          lambda d: _train(train_grpo, base_dir, train, test, d, cfg.grpo, progress))
+    sft_dir = stages.run("sft", config_key([k_pre, k_split, cfg.sft]),
+                         lambda d: _train(train_sft, base_dir, train, test, d, cfg.sft, progress))
+    with stages.timed("scoring"):
+        scores = {label: _score(out, cfg, test, model_dir, label)
+                  for label, model_dir in (("base", base_dir), ("rl", grpo_dir / "final"), ("sft", sft_dir / "final"))}
+    for name, table in scores.items():
+        write_parquet(out / "scores" / f"{name}.parquet", table)
+    with stages.timed("compare"):
+        summaries = {label: _compare(out, cfg, scores["base"], scores[label], label, train) for label in ("rl", "sft")}
+    with stages.timed("baselines"):
+        results = results_table(base_dir, train, test,
+                                {"base": scores["base"], "GRPO": scores["rl"], "SFT": scores["sft"]}, cfg)
+        write_csv(out / "results.csv", results)
+    summary = {"timings_s": stages.finish(), "n_train_facts": len(train), "n_test_facts": len(test),
                "results": results.to_dict(orient="records"),
                "rl": headline(summaries["rl"]), "sft": headline(summaries["sft"]),
                "report": str(out / "compare-rl" / "report.md")}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _split(stages: Stages, cfg: DemoConfig, world_dir: Path, k_world: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The split stage (by person): the RL-train facts, the held-out test facts and the stage's key."""
+    from massshift.data.facts import load_facts
+    from massshift.data.split import split_facts, write_split
+
+    def do_split(d: Path) -> None:
+        res = split_facts(load_facts(world_dir / "facts.jsonl"), test_size=cfg.test_size, seed=cfg.seed,
+                          group_by="subject")
+        write_split(res, d, {"test_size": cfg.test_size, "seed": cfg.seed, "group_by": "subject"})
+
+    key = config_key([k_world, cfg.test_size, cfg.seed])
+    split_dir = stages.run("split", key, do_split)
+    return load_facts(split_dir / "train.jsonl"), load_facts(split_dir / "test.jsonl"), key
+
+
+def _score(out: Path, cfg: DemoConfig, test: pd.DataFrame, model_dir: Path, label: str) -> pd.DataFrame:
+    """The score table of the model in ``model_dir`` on the test facts (cached under ``out/cache``)."""
+    from massshift.lm.loading import load_model
+    from massshift.lm.logprobs import ScoringConfig
+    from massshift.lm.sampling import GenerationConfig
+    from massshift.score.table import ScoreConfig, score_facts
+
+    # 256 teacher-forcing rows per batch: a fact brings 21+ continuations with its distractors (batch size
+    # never changes the numbers, tested)
+    score_cfg = ScoreConfig(generation=GenerationConfig(n_samples=cfg.n_samples, max_new_tokens=8, seed=cfg.seed),
+                            scoring=ScoringConfig(batch_size=256), distractors=cfg.distractors)
+    model, tok, info = load_model(str(model_dir))
+    return score_facts(model, tok, test, score_cfg, label=label, model_key=info.cache_key, cache_dir=out / "cache")
+
+
+def _compare(out: Path, cfg: DemoConfig, base: pd.DataFrame, trained: pd.DataFrame, label: str,
+             train: pd.DataFrame) -> dict[str, Any]:
+    """``out/compare-<label>/``: the comparison report of base -> the trained model; returns its summary."""
+    from massshift.analysis.estimators import StatsConfig
+    from massshift.report.compare import CompareConfig, write_compare_report
+
+    ccfg = CompareConfig(stats=StatsConfig(seed=cfg.seed), rl_label=label)
+    return write_compare_report(base, trained, out / f"compare-{label}", ccfg,
+                                extra_config={"command": "demo", "trained": label, "demo_dir": str(out)},
+                                seed=cfg.seed, train_facts=train)
 
 
 def _train(fn: Callable[..., Any], base_dir: Path, train: pd.DataFrame, test: pd.DataFrame, out: Path,

@@ -7,7 +7,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,32 @@ def run_stage(out: Path, name: str, key: str, run: Callable[[Path], None]) -> Pa
     write_json(marker, {"key": key, "seconds": time.perf_counter() - start})
     logger.info("%s: done in %.1f s", name, time.perf_counter() - start)
     return d
+
+
+class Stages:
+    """The stages of one study run into ``out`` (``run_stage``), each one's seconds kept in ``timings``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def run(self, name: str, key: str, fn: Callable[[Path], None]) -> Path:
+        """``run_stage(out, name, key, fn)``, timed under ``name``."""
+        with self.timed(name):
+            return run_stage(self.out, name, key, fn)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time the block under ``name`` (seconds, one decimal)."""
+        t = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t, 1)
+
+    def finish(self) -> dict[str, float]:
+        """The timings with ``total``, the seconds since the stages began."""
+        self.timings["total"] = round(time.perf_counter() - self._start, 1)
+        return self.timings
 
 
 def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
