@@ -217,7 +217,21 @@ def build_world(config: WorldConfig | None = None) -> World:
     cfg = config or WorldConfig()
     streams = [np.random.default_rng([cfg.seed, k]) for k in range(6)]
     names_rng, assign_rng, expo_rng, bio_rng, qa_rng, shuffle_rng = streams
+    people, values, defaults = _people(cfg, names_rng, assign_rng, expo_rng)
+    docs, counts = _documents(cfg, people, defaults, bio_rng, qa_rng)
+    corpus = "\n".join(docs[i] for i in shuffle_rng.permutation(len(docs)))
+    facts = _facts(cfg, people, *counts)
+    logger.info(
+        "built world seed=%d: %d people, %d facts, %d documents, %d characters",
+        cfg.seed, cfg.n_people, len(facts), len(docs), len(corpus),
+    )
+    return World(config=cfg, people=people, facts=facts, corpus=corpus, values=values, defaults=defaults)
 
+
+def _people(cfg: WorldConfig, names_rng: np.random.Generator, assign_rng: np.random.Generator,
+            expo_rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, list[str]], dict[str, str]]:
+    """The people (name, group, number of biographies, one value per relation), each relation's values and
+    its default answer."""
     taken = _reserved_words()
     subjects = invent_names(names_rng, cfg.n_people, taken)
     values = {r: invent_names(names_rng, cfg.n_values, taken) for r in cfg.relations}
@@ -247,8 +261,13 @@ def build_world(config: WorldConfig | None = None) -> World:
     n_bios[group == "unseen"] = 0
     people["group"] = group
     people["n_bios"] = n_bios.astype(int)
-    people = people[["subject", "group", "n_bios", *cfg.relations]]
+    return people[["subject", "group", "n_bios", *cfg.relations]], values, defaults
 
+
+def _documents(cfg: WorldConfig, people: pd.DataFrame, defaults: dict[str, str], bio_rng: np.random.Generator,
+               qa_rng: np.random.Generator) -> tuple[list[str], tuple[Counter[tuple[str, str]], ...]]:
+    """The corpus documents in people order (biographies, then the QA documents of the ``qa`` group) and,
+    per (subject, relation), the biography mentions, QA lines and QA lines that gave the default."""
     bio_mentions: Counter[tuple[str, str]] = Counter()
     qa_lines: Counter[tuple[str, str]] = Counter()
     qa_default: Counter[tuple[str, str]] = Counter()
@@ -278,8 +297,12 @@ def build_world(config: WorldConfig | None = None) -> World:
                 qa_default[subject, r] += answer != facts_of[r]
                 lines.append(f"Q: {QUESTION_TEMPLATES[r].format(subject=subject)}\nA: {answer}\n")
             docs.append("".join(lines))
-    corpus = "\n".join(docs[i] for i in shuffle_rng.permutation(len(docs)))
+    return docs, (bio_mentions, qa_lines, qa_default)
 
+
+def _facts(cfg: WorldConfig, people: pd.DataFrame, bio_mentions: Counter[tuple[str, str]],
+           qa_lines: Counter[tuple[str, str]], qa_default: Counter[tuple[str, str]]) -> pd.DataFrame:
+    """One fact per (person, relation), with its exposure: mentions plus QA lines that gave the true value."""
     rows = []
     for row in people.itertuples(index=False):
         for r in cfg.relations:
@@ -301,12 +324,7 @@ def build_world(config: WorldConfig | None = None) -> World:
                 "qa_lines": qa_lines[key],
                 "qa_default_lines": qa_default[key],
             })
-    facts = pd.DataFrame(rows)
-    logger.info(
-        "built world seed=%d: %d people, %d facts, %d documents, %d characters",
-        cfg.seed, cfg.n_people, len(facts), len(docs), len(corpus),
-    )
-    return World(config=cfg, people=people, facts=facts, corpus=corpus, values=values, defaults=defaults)
+    return pd.DataFrame(rows)
 
 
 def world_tokenizer(world: World) -> PreTrainedTokenizerFast:
