@@ -244,37 +244,8 @@ def pretrain_corpus(
         )
         optimizer = _optimizer(model, cfg)
         result = PretrainResult(out_dir=out, n_params=n_params, n_corpus_tokens=n_corpus_tokens)
-        log_rows: list[dict[str, Any]] = []
-        blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
-        loop_start, tokens_seen = time.perf_counter(), 0
-        with progress_bar(total, "pretrain", unit="steps", enabled=progress) as advance:
-            for step in range(total):
-                if cursor + cfg.batch_size > len(blocks):
-                    blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
-                batch = blocks[cursor : cursor + cfg.batch_size]  # (batch, context_length)
-                cursor += cfg.batch_size
-                lr = lr_at(step, total, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss = model(input_ids=batch, labels=batch).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-                optimizer.step()
-                tokens_seen += batch.numel()
-                elapsed = time.perf_counter() - loop_start
-                loss_value = float(loss.detach())
-                result.losses.append(loss_value)
-                log_rows.append({
-                    "step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                    "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
-                })
-                advance(1, status=f"loss {loss_value:.3f}  {tokens_seen / elapsed:,.0f} tok/s")
-                if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-                    logger.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step + 1, total, loss_value, lr,
-                                tokens_seen / elapsed)
-        loop_s = time.perf_counter() - loop_start
+        log_rows, tokens_seen, loop_s = _train_loop(model, optimizer, docs, cfg, total, generator, result.losses,
+                                                    progress)
         result.steps = total
         result.tokens_per_s = tokens_seen / loop_s if loop_s > 0 else float("nan")
         model.eval()
@@ -295,6 +266,44 @@ def pretrain_corpus(
         return result
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _train_loop(model: Any, optimizer: torch.optim.Optimizer, docs: list[torch.Tensor], cfg: PretrainConfig,
+                total: int, generator: torch.Generator, losses: list[float],
+                progress: bool) -> tuple[list[dict[str, Any]], int, float]:
+    """``total`` optimiser steps on packed blocks of ``docs`` (repacked when used up); appends each step's loss
+    to ``losses``; returns the log rows, the tokens seen and the loop's seconds."""
+    log_rows: list[dict[str, Any]] = []
+    blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
+    loop_start, tokens_seen = time.perf_counter(), 0
+    with progress_bar(total, "pretrain", unit="steps", enabled=progress) as advance:
+        for step in range(total):
+            if cursor + cfg.batch_size > len(blocks):
+                blocks, cursor = pack_blocks(docs, cfg.context_length, generator), 0
+            batch = blocks[cursor : cursor + cfg.batch_size]  # (batch, context_length)
+            cursor += cfg.batch_size
+            lr = lr_at(step, total, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = model(input_ids=batch, labels=batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            optimizer.step()
+            tokens_seen += batch.numel()
+            elapsed = time.perf_counter() - loop_start
+            loss_value = float(loss.detach())
+            losses.append(loss_value)
+            log_rows.append({
+                "step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                "tokens": tokens_seen, "elapsed_s": round(elapsed, 3),
+            })
+            advance(1, status=f"loss {loss_value:.3f}  {tokens_seen / elapsed:,.0f} tok/s")
+            if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                logger.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step + 1, total, loss_value, lr,
+                            tokens_seen / elapsed)
+    return log_rows, tokens_seen, time.perf_counter() - loop_start
 
 
 def pretrain(
