@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.score.schema import ScoreTableError
 
 Stat = Callable[[np.ndarray], np.ndarray]  # (n_resamples, n_facts) indices -> (n_resamples, ...) values
@@ -33,17 +34,11 @@ Stat = Callable[[np.ndarray], np.ndarray]  # (n_resamples, n_facts) indices -> (
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """Bootstrap settings.
+    """Bootstrap settings."""
 
-    Attributes:
-        n_boot: number of paired bootstrap resamples (2000).
-        ci: confidence level of the percentile intervals (0.95).
-        seed: seed of ``np.random.default_rng`` for the resamples (0).
-    """
-
-    n_boot: int = 2000
-    ci: float = 0.95
-    seed: int = 0
+    n_boot: int = help_field(2000, help="Number of paired bootstrap resamples.")
+    ci: float = help_field(0.95, help="Confidence level of the percentile intervals, in (0, 1).")
+    seed: int = help_field(0, help="Seed of the bootstrap resamples.")
 
     def __post_init__(self) -> None:
         if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, (int, np.integer)) or self.n_boot < 1:

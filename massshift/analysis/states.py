@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.score.schema import DISTRACTOR_COLUMNS, STATES, ScoreTableError
 
 logger = logging.getLogger(__name__)
@@ -90,32 +91,22 @@ SLICK_CLASSES: tuple[str, ...] = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "U
 
 @dataclass(frozen=True)
 class StateConfig:
-    """How facts are sorted into states.
+    """How facts are sorted into states (docs/criteria.md)."""
 
-    Attributes:
-        criterion: ``"auto"`` (the default: ``chance`` when the table has distractor
-            columns, else ``logprob``), ``"logprob"`` (p(gold) >= eps), ``"sampling"``
-            (at least one correct sample among ``n_samples``) or ``"chance"`` (p(gold)
-            >= eps and the gold beats its distractors; see the module docstring).
-        n: the sample budget that defines the default threshold (128, as in the paper).
-        alpha: the miss probability that defines the default threshold (0.05).
-        eps: an explicit probability threshold in (0, 1]; ``None`` means ``-ln(alpha)/n``.
-        chance_ratio: ``chance`` needs p(gold) >= chance_ratio x the median distractor's
-            probability (> 0; default 2).
-        chance_top: ``chance`` needs the gold within the top ``chance_top`` share of gold +
-            distractors, i.e. ``gold_rank <= ceil(chance_top * (n_distractors + 1))`` (in (0, 1]).
-        chance_specificity: ``chance`` needs the gold's ``prior_quantile`` (its score against
-            the same value's scores on other subjects' prompts) at least this (in [0, 1);
-            default 0.95; 0 turns the value-prior test off).
-    """
-
-    criterion: str = "auto"
-    n: int = 128
-    alpha: float = 0.05
-    eps: float | None = None
-    chance_ratio: float = 2.0
-    chance_top: float = 0.25
-    chance_specificity: float = 0.95
+    criterion: str = help_field("auto", help=(
+        "State criterion: 'auto' (chance when the tables have distractor columns, else logprob), 'logprob' "
+        "(p(gold) >= eps), 'sampling' (at least one correct sample) or 'chance' (p(gold) >= eps and the gold "
+        "beats its distractors)."))
+    n: int = help_field(128, help="Sample budget that defines the default threshold eps = -ln(alpha)/n.")
+    alpha: float = help_field(0.05, help="Miss probability that defines the default threshold eps = -ln(alpha)/n.")
+    eps: float | None = help_field(None, help="Explicit probability threshold in (0, 1]; unset: -ln(alpha)/n.")
+    chance_ratio: float = help_field(2.0, help=(
+        "chance criterion: p(gold) must be at least this many times the median distractor's probability (> 0)."))
+    chance_top: float = help_field(0.25, help=(
+        "chance criterion: the gold must rank within this top share of gold + distractors, in (0, 1]."))
+    chance_specificity: float = help_field(0.95, help=(
+        "chance criterion: the gold's prior_quantile (its score against the same value on other subjects' "
+        "prompts) must be at least this, in [0, 1); 0 turns the value-prior test off."))
 
     def __post_init__(self) -> None:
         if self.criterion not in (*CRITERIA, "auto"):

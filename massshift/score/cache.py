@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from massshift.configio import help_field
 from massshift.rundir import atomic_path, cache_root, write_json
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class ShardError(RuntimeError):
 class Shard:
     """This process's share of the chunks: chunk ``i`` belongs to shard ``i % count``."""
 
-    index: int = 0
-    count: int = 1
+    index: int = help_field(0, help="This process's shard, in [0, count).")
+    count: int = help_field(1, help="Number of shards the chunks are split over.")
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:

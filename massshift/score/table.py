@@ -24,12 +24,13 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from massshift.configio import help_field
 from massshift.data.matching import MatchConfig, Matcher, is_correct, normalize
 from massshift.lm.logprobs import AliasScores, ScoringConfig, score_items
 from massshift.lm.prefill import self_prefixes
@@ -54,26 +55,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """Everything that decides one model's score table.
+    """Everything that decides one model's score table."""
 
-    Attributes:
-        prompt: how questions become prompts (``prompts.PromptConfig``).
-        match: how answers are judged (``matching.MatchConfig``).
-        generation: greedy decoding and sampling (``generation.GenerationConfig``).
-        scoring: teacher-forcing batches (``scoring.ScoringConfig``; does not change numbers).
-        chunk_size: facts per cached chunk (progress is saved after each chunk).
-        distractors: distractor answers scored per fact (``distractors.draw_distractors``,
-            seeded by ``generation.seed``); 0 (the default) scores none and writes no
-            distractor columns. They are drawn from the whole facts table, then scored
-            on the gold answer's prompt pass, so each costs one continuation row.
-    """
-
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    match: MatchConfig = field(default_factory=MatchConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    chunk_size: int = 64
-    distractors: int = 0
+    prompt: PromptConfig = help_field(help="How questions become prompts.", default_factory=PromptConfig)
+    match: MatchConfig = help_field(help="How answers are judged correct.", default_factory=MatchConfig)
+    generation: GenerationConfig = help_field(help="Greedy decoding and sampling.", default_factory=GenerationConfig)
+    scoring: ScoringConfig = help_field(help="Teacher-forcing batches (does not change numbers).",
+                                        default_factory=ScoringConfig)
+    chunk_size: int = help_field(64, help="Facts per cached chunk (progress is saved after each chunk).")
+    distractors: int = help_field(0, help=(
+        "Distractor answers scored per fact, drawn from the whole facts table (seeded by generation.seed) and "
+        "scored on the gold answer's prompt pass (one continuation row each); 0 scores none."))
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:

@@ -286,6 +286,29 @@ def _tracin_table(base: str, train: pd.DataFrame, test: pd.DataFrame, bucket_of:
     return tracin, pearson
 
 
+def _runs(specs: list[RunSpec], base: str, train: pd.DataFrame, test: pd.DataFrame, base_test: pd.DataFrame,
+          bucket_of: dict[str, str], out: Path, cfg: AttributionConfig, base_key: str,
+          progress: bool | None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Every planned GRPO run (``run_one``), then ``runs.csv``, ``transitions.csv`` and the tables built from
+    them (gains, loo, zero_signal, train_after, transition_summary; each also written as CSV)."""
+    results = []
+    with progress_bar(len(specs), "GRPO runs", unit="runs", enabled=progress) as adv:
+        for spec in specs:
+            results.append(run_one(spec, base, train, test, base_test, bucket_of, out, cfg, base_key))
+            adv(1)
+    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "after_train", "key")}
+                         for r in results])
+    write_csv(out / "runs.csv", runs)
+    trans = pd.concat([pd.read_csv(out / "runs" / r["name"] / "transitions.csv").assign(run=r["name"])
+                       for r in results], ignore_index=True)
+    write_csv(out / "transitions.csv", trans)
+    tables = {"gains": gain_table(runs), "loo": loo_table(runs), "zero_signal": zero_signal_table(results),
+              "train_after": after_table(results), "transition_summary": transition_summary(trans, runs)}
+    for name, df in tables.items():
+        write_csv(out / f"{name}.csv", df)
+    return runs, tables
+
+
 def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFrame, out: str | Path,
                     config: AttributionConfig | None = None, progress: bool | None = None,
                     threads: int | None = None) -> dict[str, Any]:
@@ -308,22 +331,9 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     write_json(out / "plan.json", {**plan, "runs": [{"name": s.name, "kind": s.kind, "bucket": s.bucket,
                                                      "seed": s.seed, "n_train": len(s.fact_ids)} for s in specs]})
     bucket_of = dict(zip(buckets["fact_id"].astype(str), buckets["bucket"]))
-    results = []
-    with progress_bar(len(specs), "GRPO runs", unit="runs", enabled=progress) as adv:
-        for spec in specs:
-            results.append(run_one(spec, base, train, test, base_test, bucket_of, out, cfg, base_key))
-            adv(1)
-    runs = pd.DataFrame([{k: v for k, v in r.items() if k not in ("zero_signal", "after_train", "key")}
-                         for r in results])
-    write_csv(out / "runs.csv", runs)
-    trans = pd.concat([pd.read_csv(out / "runs" / r["name"] / "transitions.csv").assign(run=r["name"])
-                       for r in results], ignore_index=True)
-    write_csv(out / "transitions.csv", trans)
-    gains, loo = gain_table(runs), loo_table(runs)
-    zero, after, trans_sum = zero_signal_table(results), after_table(results), transition_summary(trans, runs)
-    for name, df in (("gains", gains), ("loo", loo), ("zero_signal", zero), ("train_after", after),
-                     ("transition_summary", trans_sum)):
-        write_csv(out / f"{name}.csv", df)
+    runs, tables = _runs(specs, base, train, test, base_test, bucket_of, out, cfg, base_key, progress)
+    gains, loo, zero, after, trans_sum = (tables[k] for k in ("gains", "loo", "zero_signal", "train_after",
+                                                               "transition_summary"))
 
     tracin, pearson = _tracin_table(base, train, test, bucket_of, set(plan["used_buckets"]), out, cfg, progress)
     score_cols = [c for c in tracin.columns if c.startswith("score_")]
