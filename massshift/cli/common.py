@@ -30,10 +30,15 @@ def _fail(message: str) -> None:
 # Options shared by score and compare (one definition each) -------------------------------------------
 
 
-def _load_facts_or_fail(path: Path, skip_invalid: bool = False):
+def _load_facts_or_fail(path: Path | str, skip_invalid: bool = False):
+    """The facts table of a file, or of ``hf:NAME[:SPLIT]`` (a dataset in the local cache); a clean exit otherwise."""
     from massshift.data.facts import FactsError, load_facts
 
     try:
+        if str(path).startswith("hf:"):
+            from massshift.data.hf import load_hf_facts
+
+            return load_hf_facts(str(path), skip_invalid=skip_invalid)
         return load_facts(path, skip_invalid=skip_invalid)
     except FactsError as err:
         _fail(str(err))

@@ -35,7 +35,8 @@ Eps = Annotated[float | None, typer.Option(help="Probability line for tail-corre
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="Score cache root (default $MASSSHIFT_CACHE or ~/.cache/massshift).")]
 TrustRemote = Annotated[bool, typer.Option("--trust-remote-code", help="Allow code shipped with a checkpoint (off by default).")]
 BaseOpt = Annotated[str | None, typer.Option("--base", help="Base model of a PEFT adapter (default: from adapter_config.json).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config folder for a bare state-dict file.")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="Model config (and tokenizer) for a bare state-dict file: a model folder, a cached hub id or a named model (smollm2-135m). Not needed for massshift .ckpt files.")]
+FactsArg = Annotated[Path | None, typer.Option("--facts", "-f", help="Facts: a file (.jsonl, .json, .csv, .parquet) or hf:NAME[:SPLIT] (a Hugging Face dataset in the local cache). Default: the held-out facts named in massshift .ckpt checkpoints.")]
 DeviceMap = Annotated[str | None, typer.Option("--device-map", help="'auto' to spread a large model over devices.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
 

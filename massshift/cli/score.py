@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from massshift.cli.common import _check_launch, _fail, _launch, _load_facts_or_fail, _pct
+from massshift.cli.checks import checked_models, checked_options, facts_for, light_configs
+from massshift.cli.common import _check_launch, _fail, _launch, _pct
 from massshift.cli.options import (
     Alpha,
     AnswerPrefix,
@@ -27,6 +28,7 @@ from massshift.cli.options import (
     Distractors,
     Dtype,
     Eps,
+    FactsArg,
     Instruction,
     Match,
     MaxNew,
@@ -45,21 +47,16 @@ from massshift.score import DEFAULT_DISTRACTORS
 logger = logging.getLogger("massshift")
 
 
-def _score_config(samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
-                  batch_size: int, template: str, chat: bool, instruction: str, answer_prefix: str,
-                  match: str):
-    from massshift.data.matching import MatchConfig
+def _score_config(prompt, match, samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                  batch_size: int):
+    """The ScoreConfig of ``prompt`` and ``match`` (``checks.light_configs``) and the sampling and batch options."""
     from massshift.lm.logprobs import ScoringConfig
-    from massshift.lm.prefill import load_prefix_spec
-    from massshift.lm.prompts import PromptConfig
     from massshift.lm.sampling import GenerationConfig
     from massshift.score.table import ScoreConfig
 
     try:
         return ScoreConfig(
-            prompt=PromptConfig(template=template.replace("\\n", "\n"), chat=chat, instruction=instruction,
-                                **load_prefix_spec(answer_prefix)),
-            match=MatchConfig(mode=match),  # type: ignore[arg-type]
+            prompt=prompt, match=match,
             generation=GenerationConfig(n_samples=samples, temperature=temperature, top_p=top_p,
                                         max_new_tokens=max_new_tokens, seed=seed, max_rows=max(256, batch_size)),
             scoring=ScoringConfig(batch_size=batch_size),
@@ -109,7 +106,7 @@ def _with_controls(facts, n: int | None, seed: int):
 
 
 def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
-               base: str | None, config_dir: Path | None, trust_remote_code: bool, device_map: str | None,
+               base: str | None, config_dir: str | None, trust_remote_code: bool, device_map: str | None,
                cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None):
     """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer).
 
@@ -127,7 +124,7 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
 
     try:
         model, tok, info = load_model(spec, dtype=dtype, device=launch.device(device), base=base,
-                                      config=str(config_dir) if config_dir else None,
+                                      config=config_dir,
                                       trust_remote_code=trust_remote_code, device_map=device_map)
     except ModelLoadError as err:
         _fail(str(err))
@@ -161,9 +158,9 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
 
 
 def score(
-    model: Annotated[str, typer.Argument(help="Checkpoint: HF folder, hub id (cached), PEFT adapter, .gguf, state-dict file, or smollm2-135m.")],
-    facts: Annotated[Path, typer.Option("--facts", "-f", help="Facts file (.jsonl, .json, .csv, .parquet).")],
+    model: Annotated[str, typer.Argument(help="Checkpoint: massshift .ckpt, HF folder, hub id (cached), PEFT adapter, TRL checkpoint-N/, Lightning .ckpt, torch.distributed.checkpoint folder, .gguf, state-dict file, or smollm2-135m.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    facts: FactsArg = None,
     label: Annotated[str, typer.Option(help="Value of the table's model column.")] = "model",
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
@@ -181,18 +178,21 @@ def score(
     Under ``accelerate launch`` each process scores its shard of the facts; the main process
     merges them into the same table a single process writes.
     """
+    (model,) = checked_models([model], expand_rl=False)  # before the heavy imports: a typo fails at once
+    checked_options(dtype, config)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
+    prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
+    loaded_facts, facts_source = facts_for(facts, [model], skip_invalid)
     from massshift.lm.loading import set_threads
     from massshift.rundir import init_run_dir
 
     launch = _launch()
     _check_launch(launch, device_map)
     n_threads = set_threads(launch.threads(threads))
-    cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
-                        instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    table_facts = _with_controls(_load_facts_or_fail(facts, skip_invalid), controls, seed)
+    cfg = _score_config(prompt, match_cfg, samples, temperature, top_p, max_new_tokens, seed, batch_size)
+    table_facts = _with_controls(loaded_facts, controls, seed)
     cfg = _with_distractors(cfg, distractors, table_facts)
-    settings = {"command": "score", "model": model, "facts": str(facts), "label": label, "score": cfg,
+    settings = {"command": "score", "model": model, "facts": facts_source, "label": label, "score": cfg,
                 "states": states, "dtype": dtype, "device": device, "threads": n_threads,
                 "processes": launch.shard.count}
     if launch.shard.is_main:
@@ -216,8 +216,8 @@ def score(
 
 
 def compare(
-    models: Annotated[list[str] | None, typer.Argument(help="BASE RL [RL2 ...]: checkpoints (omit with --base-scores/--rl-scores).")] = None,
-    facts: Annotated[Path | None, typer.Option("--facts", "-f", help="Facts file scored for both models.")] = None,
+    models: Annotated[list[str] | None, typer.Argument(help="BASE RL [RL2 ...]: checkpoints, in training order (a folder of checkpoint-N/ folders is its checkpoints in step order; omit with --base-scores/--rl-scores).")] = None,
+    facts: FactsArg = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report"),
     base_scores: Annotated[Path | None, typer.Option("--base-scores", help="Base score table (parquet) instead of a checkpoint.")] = None,
     rl_scores: Annotated[list[Path] | None, typer.Option("--rl-scores", help="RL score table(s) instead of checkpoints, in training order; labelled by file name (folder/name where two names are the same).")] = None,
@@ -238,6 +238,18 @@ def compare(
     Under ``accelerate launch`` each process scores its shard of the facts for every checkpoint;
     the main process merges them and writes the report.
     """
+    models = list(models or [])
+    if base_scores is None and len(models) < 2 and not (models and rl_scores):
+        _fail("give BASE and at least one RL checkpoint, or --base-scores and --rl-scores tables")
+    for table_path in [base_scores, *(rl_scores or [])]:
+        if table_path is not None and not table_path.is_file():
+            _fail(f"{table_path}: no such score table (--base-scores, --rl-scores)")
+    # before the heavy imports: a typo in a path or an option fails at once
+    models = checked_models(models, expand_rl=base_scores is None)
+    checked_options(dtype, config)
+    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
+    prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
+    table_facts, facts_source = facts_for(facts, models) if models else (None, None)
     import pandas as pd
 
     from massshift.analysis.estimators import StatsConfig
@@ -246,19 +258,14 @@ def compare(
     from massshift.rundir import write_parquet
     from massshift.score.schema import ScoreTableError
 
-    models = list(models or [])
-    if base_scores is None and len(models) < 2 and not (models and rl_scores):
-        _fail("give BASE and at least one RL checkpoint, or --base-scores and --rl-scores tables")
     launch = _launch()
     _check_launch(launch, device_map)
     n_threads = set_threads(launch.threads(threads))
-    cfg = _score_config(samples, temperature, top_p, max_new_tokens, seed, batch_size, template, chat,
-                        instruction, answer_prefix, match)
-    states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
+    cfg = _score_config(prompt, match_cfg, samples, temperature, top_p, max_new_tokens, seed, batch_size)
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
               "progress": not no_progress, "launch": launch}
-    table_facts = _with_controls(_load_facts_or_fail(facts), controls, seed) if facts is not None else None
+    table_facts = _with_controls(table_facts, controls, seed) if table_facts is not None else None
     cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
     tables: list[tuple[str, pd.DataFrame]] = []
@@ -293,7 +300,7 @@ def compare(
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
     ccfg = CompareConfig(states=states, stats=StatsConfig(n_boot=n_boot, seed=seed))
-    extra = {"command": "compare", "models": models, "facts": str(facts) if facts else None,
+    extra = {"command": "compare", "models": models, "facts": facts_source,
              "score": cfg, "threads": n_threads}
     try:
         summary = write_compare_report(tables[0][1], tables[1:], out, ccfg, extra_config=extra, seed=seed)
@@ -306,9 +313,14 @@ def _echo_headline(summary: dict, out: Path) -> None:
     acc, gain, red = summary["accuracy"], summary["gain"], summary["redistribution"]
     typer.echo(f"report: {out / 'report.md'}")
     typer.echo(f"greedy accuracy: base {_pct(acc['base']['value'])} -> rl {_pct(acc['rl']['value'])} "
-               f"(absolute {_pct(gain['absolute']['value'], True)}, relative {_pct(gain['relative']['value'], True)})")
+               f"(absolute {_points(gain['absolute']['value'])}, relative {_pct(gain['relative']['value'], True)})")
     typer.echo(f"newly greedy-correct facts: {red['n_new_greedy']}; tail-correct in the base: {red['from_tail']} "
                f"({_pct(red['share_tail']['value'])}), absent: {red['from_absent']} ({red['criterion']} criterion)")
+
+
+def _points(value: float | None) -> str:
+    """An absolute change of a share, in percentage points: ``+17.2 points``."""
+    return "n/a" if value is None else f"{100 * value:+.1f} points"
 
 
 def _score_labels(paths: list[Path]) -> list[str]:

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 
 from massshift.lm.ckpt import config_folder, is_massshift_ckpt, read_pickle
-from massshift.lm.specs import (  # noqa: F401  (NAMED_MODELS, STATE_DICT_SUFFIXES and ModelLoadError are re-exported)
+from massshift.lm.specs import (  # noqa: F401  (re-exported for existing callers)
     DTYPE_NAMES,
     NAMED_MODELS,
     STATE_DICT_SUFFIXES,
     ModelLoadError,
+    hub_folder,
 )
 from massshift.rundir import cache_root
 
@@ -113,24 +114,6 @@ def _load_tokenizer(spec: str, folder: Path, opts: LoadOptions) -> Any:
         raise ModelLoadError(
             f"{spec}: no usable tokenizer in {folder} ({err}); put the tokenizer files "
             "(tokenizer.json, tokenizer_config.json, ...) beside config.json"
-        ) from err
-
-
-def hub_folder(repo_id: str) -> Path:
-    """The cached snapshot folder of a hub id, without touching the network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id=repo_id, local_files_only=True))
-    except HFValidationError as err:
-        raise ModelLoadError(f"{repo_id}: not a file, a folder, a named model ({', '.join(NAMED_MODELS)}) "
-                             f"or a valid hub id ({err})") from err
-    except (LocalEntryNotFoundError, FileNotFoundError) as err:
-        raise ModelLoadError(
-            f"{repo_id}: the model is not in the local Hugging Face cache and massshift never downloads. "
-            f"On a machine with network run `huggingface-cli download {repo_id}` (or `hf download {repo_id}`; "
-            "HF_HOME says where the cache is), or pass a local model folder instead"
         ) from err
 
 

@@ -6,6 +6,7 @@ on the same ``classify``, so the two can never disagree about what a spec is.
 
 - ``classify(spec)``: ``named`` | ``gguf`` | ``state_dict`` | ``dcp`` | ``dir`` | ``hub``, or
   ``ModelLoadError`` for a path that does not exist or a file of an unknown kind;
+- ``hub_folder(repo_id)``: the cached snapshot of a hub id (``huggingface_hub`` only, never the network);
 - ``expand(spec)``: a folder of checkpoints (``checkpoint-100/ checkpoint-200/`` as TRL and the
   transformers Trainer write them, or massshift's ``checkpoints/step-N/``) becomes its checkpoints in
   step order; any other spec is itself.
@@ -85,6 +86,24 @@ def classify(spec: str) -> str:
     if looks_like_path(spec):
         raise ModelLoadError(f"{spec}: no such file or folder")
     return "hub"
+
+
+def hub_folder(repo_id: str) -> Path:
+    """The cached snapshot folder of a hub id, without touching the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=repo_id, local_files_only=True))
+    except HFValidationError as err:
+        raise ModelLoadError(f"{repo_id}: not a file, a folder, a named model ({', '.join(NAMED_MODELS)}) "
+                             f"or a valid hub id ({err})") from err
+    except (LocalEntryNotFoundError, FileNotFoundError) as err:
+        raise ModelLoadError(
+            f"{repo_id}: the model is not in the local Hugging Face cache and massshift never downloads. "
+            f"On a machine with network run `huggingface-cli download {repo_id}` (or `hf download {repo_id}`; "
+            "HF_HOME says where the cache is), or pass a local model folder instead"
+        ) from err
 
 
 def expand(spec: str) -> list[str]:
