@@ -13,7 +13,9 @@ unchanged (an interrupted demo resumes from the finished stages):
 8. ``results.csv``: held-out greedy accuracy with CIs of base, GRPO, SFT and the
    inference-time baselines of the base model (majority vote over n samples,
    k-shot with shots from the RL-train facts), like the paper's main table;
-9. a three-line summary (accuracies, relative gain, redistribution share).
+9. ``base.ckpt``, ``rl.ckpt``, ``sft.ckpt``: each model in one self-describing file with the held-out
+   facts (``massshift compare base.ckpt rl.ckpt`` in ``OUT`` needs no other argument);
+10. a three-line summary (accuracies, relative gain, redistribution share).
 
 The defaults are a measured choice (docs/demo.md); ``--quick`` is a
 smaller world and shorter runs for the tests.
@@ -130,7 +132,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool =
         results = results_table(base_dir, train, test,
                                 {"base": scores["base"], "GRPO": scores["rl"], "SFT": scores["sft"]}, cfg)
         write_csv(out / "results.csv", results)
+    with stages.timed("checkpoints"):
+        ckpts = write_ckpts(out, {"base": base_dir, "rl": grpo_dir / "final", "sft": sft_dir / "final"}, test,
+                            Path("split") / "test.jsonl")
     summary = {"timings_s": stages.finish(), "n_train_facts": len(train), "n_test_facts": len(test),
+               "checkpoints": ckpts,
                "results": results.to_dict(orient="records"),
                "rl": headline(summaries["rl"]), "sft": headline(summaries["sft"]),
                "report": str(out / "compare-rl" / "report.md")}
@@ -188,6 +194,22 @@ def _train(fn: Callable[..., Any], base_dir: Path, train: pd.DataFrame, test: pd
     model.train()
     fn(model, tok, train, out, config, eval_facts=test.sample(n=min(200, len(test)), random_state=0),
        progress=progress)
+
+
+def write_ckpts(out: Path, models: dict[str, Path], test: pd.DataFrame, source: Path) -> dict[str, str]:
+    """``out/<name>.ckpt`` for each model folder: self-describing files (``massshift.lm.ckpt``) that carry
+    the held-out ``test`` facts, so ``massshift compare base.ckpt rl.ckpt`` in ``out`` needs no other argument."""
+    from massshift.lm.ckpt import write_ckpt
+    from massshift.lm.loading import load_model
+
+    written = {}
+    for name, folder in models.items():
+        model, tok, _ = load_model(str(folder))
+        path = write_ckpt(out / f"{name}.ckpt", model, tok, test, facts_source=str(source),
+                          meta={"model": str(folder), "role": name})
+        written[name] = str(path)
+        logger.info("wrote %s (%s, with %d held-out facts)", path, folder, len(test))
+    return written
 
 
 def results_table(base_dir: Path, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
