@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -125,10 +126,13 @@ def read_pickle(path: Path) -> Any:
                 raise
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as err:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        reason = f"it holds a {found.group(1)} object" if found else text.strip().splitlines()[0][:200]
         raise ModelLoadError(
             f"{path}: refused. massshift reads pickled checkpoints only with torch.load(weights_only=True), "
-            "because unpickling arbitrary objects can run code, and this file holds more than tensors "
-            f"({str(err).splitlines()[0][:200]}). Re-save just the weights, e.g. "
+            f"because unpickling arbitrary objects can run code, and this file holds more than tensors ({reason}; "
+            "in a Lightning checkpoint, usually its hyper_parameters). Re-save just the weights, e.g. "
             "torch.save(model.state_dict(), path), save_pretrained(folder) or safetensors"
         ) from err
 
