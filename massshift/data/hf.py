@@ -57,7 +57,7 @@ def _open(spec: str, name: str, cache_dir: str | None) -> Any:
         import datasets
     except ImportError:
         raise FactsError(f"{spec}: reading Hugging Face datasets needs the datasets package: "
-                         "pip install datasets") from None
+                         "pip install 'massshift[hf]'") from None
     folder = Path(name).expanduser()
     if folder.is_dir() and ((folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()):
         return datasets.load_from_disk(str(folder))
