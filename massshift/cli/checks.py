@@ -40,9 +40,12 @@ def checked_models(models: list[str], *, expand_rl: bool) -> list[str]:
     return out
 
 
-def checked_options(dtype: str, config: str | None) -> None:
-    """``--dtype`` is a known name; ``--config``, when it is a path, exists."""
+def checked_options(dtype: str, config: str | None, facts: Path | None = None) -> None:
+    """``--dtype`` is a known name; ``--config``, when it is a path, exists; so does a ``--facts`` file."""
     from massshift.lm.specs import ModelLoadError, check_dtype, looks_like_path
+
+    if facts is not None and not str(facts).startswith("hf:") and not facts.is_file():
+        _fail(f"{facts}: no such file (--facts)")
 
     try:
         check_dtype(dtype)

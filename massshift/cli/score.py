@@ -179,7 +179,7 @@ def score(
     merges them into the same table a single process writes.
     """
     (model,) = checked_models([model], expand_rl=False)  # before the heavy imports: a typo fails at once
-    checked_options(dtype, config)
+    checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
     loaded_facts, facts_source = facts_for(facts, [model], skip_invalid)
@@ -246,7 +246,7 @@ def compare(
             _fail(f"{table_path}: no such score table (--base-scores, --rl-scores)")
     # before the heavy imports: a typo in a path or an option fails at once
     models = checked_models(models, expand_rl=base_scores is None)
-    checked_options(dtype, config)
+    checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
     table_facts, facts_source = facts_for(facts, models) if models else (None, None)
