@@ -141,3 +141,24 @@ def test_demo_ckpts_are_written_by_write_ckpts(tmp_path, tiny_model_dir, monkeyp
     assert set(written) == {"base", "rl"} and (tmp_path / "rl.ckpt").is_file()
     records, _ = held_out_facts(tmp_path / "base.ckpt")
     assert [r["fact_id"] for r in records] == list(facts["fact_id"])
+
+
+def test_train_writes_base_and_rl_ckpts_that_compare_needs_nothing_else_for(tmp_path, tiny_model_dir, facts_file,
+                                                                            monkeypatch):
+    monkeypatch.setenv("MASSSHIFT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rl"
+    res = runner.invoke(app, ["train", "rl", str(tiny_model_dir), "--facts", str(facts_file), "--eval-facts",
+                              str(facts_file), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                              "--set", "num_generations=2", "--set", "max_new_tokens=3", "--save-every", "0",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (out / "base.ckpt").is_file() and (out / "rl.ckpt").is_file()
+    records, source = held_out_facts(out / "rl.ckpt")
+    assert len(records) == len(FACTS) and "--eval-facts" in source
+    monkeypatch.chdir(out)
+    res = runner.invoke(app, ["compare", "base.ckpt", "rl.ckpt", "--samples", "2", "--max-new-tokens", "3"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "sft", str(tiny_model_dir), "--facts", str(facts_file), "--out",
+                              str(tmp_path / "sft"), "--steps", "1", "--no-ckpt", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert not list((tmp_path / "sft").glob("*.ckpt"))

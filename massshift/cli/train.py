@@ -35,6 +35,7 @@ from massshift.cli.options import (
     StepBatch,
     Steps,
     Threads,
+    WriteCkpt,
 )
 
 train_app = typer.Typer(no_args_is_help=True, help="Built-in trainers (GRPO, SFT, RFT) that write checkpoints for compare.")
@@ -78,6 +79,24 @@ def _prompt(chat: bool, instruction: str) -> Any:
     return PromptConfig(chat=chat, instruction=instruction)
 
 
+def _write_ckpts(model: str, result: Any, out: Path, held: Any, name: str) -> None:
+    """``OUT/base.ckpt`` and ``OUT/<name>.ckpt``: the model trained from and the final model, each one
+    self-describing file (``massshift.lm.ckpt``) carrying the --eval-facts as its held-out facts, so
+    ``massshift compare base.ckpt rl.ckpt`` in OUT needs no other argument."""
+    from massshift.lm.ckpt import write_ckpt
+    from massshift.lm.loading import ModelLoadError, load_model
+
+    source = "the --eval-facts of `massshift train`"
+    for label, spec in (("base", model), (name, str(result.final_path))):
+        try:
+            m, tok, _ = load_model(spec)
+        except ModelLoadError as err:
+            _fail(str(err))
+        path = write_ckpt(out / f"{label}.ckpt", m, tok, held, facts_source=source, meta={"model": spec, "role": label})
+        typer.echo(f"{label}: {path}" + ("" if held is not None else " (no held-out facts: give --eval-facts "
+                                                                      "to carry them)"))
+
+
 def _report(result: Any) -> None:
     log = result.log
     typer.echo(f"final model: {result.final_path}")
@@ -99,6 +118,7 @@ def train_rl(
     match: MatchOpt = None, lora_r: LoraR = None, seed: SeedGiven = None, threads: Threads = None,
     engine: Annotated[str, typer.Option(help="builtin, or trl (TRL's GRPOTrainer; needs the trl extra).")] = "builtin",
     chat: Chat = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+    ckpt: WriteCkpt = True,
 ) -> None:
     """GRPO with a binary correctness reward (massshift.train.grpo; every GRPOConfig field is settable)."""
     from massshift.train.grpo import GRPOConfig
@@ -128,6 +148,8 @@ def train_rl(
     else:
         _fail(f"--engine must be builtin or trl, got {engine!r}")
     _report(result)
+    if ckpt:
+        _write_ckpts(model, result, out, held, "rl")
 
 
 @train_app.command("sft")
@@ -137,6 +159,7 @@ def train_sft_cmd(
     steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None,
     save_every: SaveEvery = None, eval_every: EvalEvery = None, seed: SeedGiven = None, threads: Threads = None,
     chat: Chat = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
+    ckpt: WriteCkpt = True,
 ) -> None:
     """Supervised fine-tuning on the gold answers (the paper's SFT baseline)."""
     from massshift.train.sft import SFTConfig, train_sft
@@ -146,8 +169,11 @@ def train_sft_cmd(
     cfg = _settings(SFTConfig, config, named, set_)
     m, tok = _load(model, threads)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    _report(train_sft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
-                      prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume))
+    result = train_sft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
+                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume)
+    _report(result)
+    if ckpt:
+        _write_ckpts(model, result, out, held, "sft")
 
 
 @train_app.command("rft")
@@ -157,7 +183,7 @@ def train_rft_cmd(
     epochs: Annotated[float | None, typer.Option(help="Passes over the kept samples.")] = None,
     steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None, seed: SeedGiven = None,
     threads: Threads = None, chat: Chat = False, instruction: Instruction = "", resume: Resume = False,
-    no_progress: NoProgress = False,
+    no_progress: NoProgress = False, ckpt: WriteCkpt = True,
 ) -> None:
     """Rejection-sampling fine-tuning: SFT on the model's own correct samples (the paper's RFT baseline)."""
     from massshift.train.rft import RFTConfig, train_rft
@@ -167,8 +193,11 @@ def train_rft_cmd(
     cfg = _settings(RFTConfig, config, named, set_)
     m, tok = _load(model, threads)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    _report(train_rft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
-                      prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume))
+    result = train_rft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
+                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume)
+    _report(result)
+    if ckpt:
+        _write_ckpts(model, result, out, held, "rft")
 
 
 def baselines(
