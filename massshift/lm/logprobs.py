@@ -6,17 +6,21 @@ lm-evaluation-harness's (see ``prompts.encode_pair``).
 
 ``continuation_logprobs`` is the one kernel: scoring calls it under
 ``inference_mode`` and the trainers (``massshift.train``) with gradients. Per
-batch (scoring length-sorts facts so padding stays small):
-
-1. The prompts run once, left-padded, with explicit position ids and a KV
-   cache; the last position's logits give every continuation's first token.
-2. The cache is gathered once per continuation row (``Cache.reorder_cache``),
-   and the remaining tokens run on top of it. So a prompt is encoded once for
-   all its aliases (or all completions of a GRPO group), never once per row.
+batch (scoring sorts facts by their packed length so padding stays small), one
+forward pass over one row per prompt (``pack_rows``): the prompt, then every
+continuation that follows it (all aliases and distractors of a fact, or all
+completions of a GRPO group), each but its last token. An attention mask keeps
+each continuation to the prompt and itself, and its position ids go on from the
+end of the prompt, so each token sees exactly what it would in a plain forward
+pass of prompt + continuation. Only the positions that score a token reach the
+output layer (``logits_to_keep``): the prompt's last, and the continuations'.
+So a prompt is encoded once for all its rows, no row is padded to its batch's
+longest alias, and no KV cache is copied per row.
 
 Padding never reaches the numbers: masked keys get zero attention weight and
 position ids count real tokens only, so scores agree across batch sizes and
-padding sides to float32 round-off (tested).
+padding sides to float32 round-off (tested). ``run_prompts`` (one pass over
+prompts, KV cache kept) serves generation.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,7 +47,7 @@ class ScoringConfig(ConfigIO):
         "Continuation rows (aliases and distractors) per forward pass; facts are packed until their rows "
         "fill it, and a fact with more rows still runs alone. Never changes the numbers."))
     padding_side: str = help_field("left", help=(
-        "'left' or 'right' padding of the prompt batch; the numbers do not depend on it, 'left' is faster."))
+        "'left' or 'right' padding of the packed rows (prompt and continuations); the numbers do not depend on it."))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -184,6 +189,87 @@ class TokenLogprobs:
     entropy: torch.Tensor | None  # (rows, C) entropy of each position's distribution (no grad); 0 at padding
 
 
+@dataclass
+class PackedRows:
+    """Each prompt and all its continuations as one row (``pack_rows``); K positions keep their logits."""
+
+    ids: torch.Tensor  # (P, W) token ids; pad_id at padding
+    positions: torch.Tensor  # (P, W) position ids: a continuation's tokens go on from the end of its prompt
+    segment: torch.Tensor  # (P, W) 0 for prompt tokens, k + 1 for the row's k-th continuation, -1 at padding
+    keep: torch.Tensor  # (P, W) bool: the positions whose logits score a token
+    source: torch.Tensor  # (R, C) long: index into the K kept positions that predicts each token; 0 at padding
+    target: torch.Tensor  # (R, C) long: each continuation's tokens; 0 at padding
+    mask: torch.Tensor  # (R, C) bool: real tokens
+
+    def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The (P, 1, W, W) additive mask: a prompt token sees the prompt up to itself; a continuation
+        token sees the whole prompt and its own continuation up to itself, never the row's other
+        continuations nor padding (padding sees earlier padding, so that no row is empty)."""
+        seg = self.segment
+        causal = torch.ones(seg.shape[1], seg.shape[1], dtype=torch.bool, device=seg.device).tril()
+        seen = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])  # (P, query, key)
+        allowed = causal[None] & seen
+        zero = torch.zeros((), dtype=dtype, device=seg.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+def pack_rows(
+    prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]], prompt_rows: Sequence[int],
+    pad_id: int, side: str,
+) -> PackedRows:
+    """Lay each prompt out with every continuation that follows it, in one row.
+
+    A continuation ``c`` contributes ``c[:-1]``: the prompt's last position predicts ``c[0]`` and the
+    position of ``c[j - 1]`` predicts ``c[j]``, so every token of the fact runs through the model once
+    and only scoring positions reach the output layer. Rows are padded on ``side``.
+    """
+    per_prompt: list[list[int]] = [[] for _ in prompt_ids]
+    for r, p in enumerate(prompt_rows):
+        per_prompt[p].append(r)
+    seqs, poss, segs, keeps = [], [], [], []
+    where: list[tuple[int, int, list[int]]] = [(0, 0, [])] * len(continuation_ids)  # row, last prompt col, cols
+    for p, (prompt, rows) in enumerate(zip(prompt_ids, per_prompt)):
+        seq, pos, seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        for k, r in enumerate(rows):
+            body = continuation_ids[r][:-1]
+            where[r] = (p, len(prompt) - 1, list(range(len(seq), len(seq) + len(body))))
+            seq += body
+            pos += range(len(prompt), len(prompt) + len(body))
+            seg += [k + 1] * len(body)
+        seqs.append(seq)
+        poss.append(pos)
+        segs.append(seg)
+        keeps.append([False] * (len(prompt) - 1) + [True] * (len(seq) - len(prompt) + 1))
+    width = max(len(s) for s in seqs)
+    shift = [width - len(s) if side == "left" else 0 for s in seqs]
+
+    def padded(rows: list[list[Any]], fill: Any, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.full((len(rows), width), fill, dtype=dtype)
+        for i, row in enumerate(rows):
+            out[i, shift[i]: shift[i] + len(row)] = torch.tensor(row, dtype=dtype)
+        return out
+
+    keep = padded(keeps, False, torch.bool)
+    kept_index = (keep.flatten().cumsum(0) - 1).view(keep.shape)  # (P, W): rank among kept positions
+    n_cols = max(len(c) for c in continuation_ids)
+    source = torch.zeros((len(continuation_ids), n_cols), dtype=torch.long)
+    target = torch.zeros_like(source)
+    mask = torch.zeros((len(continuation_ids), n_cols), dtype=torch.bool)
+    for r, c in enumerate(continuation_ids):
+        p, last, cols = where[r]
+        cols = [shift[p] + last] + [shift[p] + j for j in cols]
+        source[r, : len(c)] = kept_index[p, cols]
+        target[r, : len(c)] = torch.tensor(c, dtype=torch.long)
+        mask[r, : len(c)] = True
+    return PackedRows(padded(seqs, pad_id, torch.long), padded(poss, 0, torch.long), padded(segs, -1, torch.long),
+                      keep, source, target, mask)
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def continuation_logprobs(
     model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]],
     pad_id: int, prompt_rows: Sequence[int] | None = None, side: str = "left", temperature: float = 1.0,
@@ -193,47 +279,36 @@ def continuation_logprobs(
 
     ``prompt_ids`` holds P prompts and ``continuation_ids`` R continuations; continuation ``r``
     follows prompt ``prompt_rows[r]`` (default: prompt ``r``). Scoring (under ``inference_mode``) and
-    the trainers (with gradients) both call it. Each prompt runs once (``run_prompts``, padded on
-    ``side``); its last position gives the first token of every continuation that follows it; the KV
-    cache is gathered once per continuation row (``Cache.reorder_cache``) and the remaining tokens run
-    on top, right-padded, with position ids that count real tokens only. Log-probs are of
-    logits / ``temperature``. Every continuation needs at least one token (lm-eval issue 1053).
+    the trainers (with gradients) both call it. One forward pass over P rows, each a prompt followed
+    by all its continuations (``pack_rows``), padded on ``side``: an attention mask keeps every
+    continuation to the prompt and itself, position ids restart after the prompt for each, and only
+    the scoring positions reach the output layer (``logits_to_keep``). So a prompt is encoded once for
+    all its aliases (or all completions of a GRPO group), and no row is padded to the longest alias.
+    Log-probs are of logits / ``temperature``. Every continuation needs at least one token (lm-eval
+    issue 1053).
     """
     if any(len(c) == 0 for c in continuation_ids):
         raise ValueError("a continuation has no tokens; teacher forcing needs at least one token to score")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("a prompt has no tokens; the model needs at least one token to condition on")
     device = _model_device(model)
-    first_logp, cache, pmask, plen = run_prompts(model, prompt_ids, pad_id, side, temperature)  # (P, vocab)
-    rows = torch.tensor(list(range(len(continuation_ids))) if prompt_rows is None else list(prompt_rows),
-                        device=device)  # (R,)
-    first_tok = torch.tensor([c[0] for c in continuation_ids], device=device)  # (R,)
-    lp0 = first_logp[rows, first_tok]  # (R,)
-    greedy0 = first_logp[rows].argmax(-1) == first_tok  # (R,)
-    ent0 = _entropy(first_logp[rows]) if with_entropy else None  # (R,)
-    width = max(len(c) for c in continuation_ids) - 1
-    rest_lp = torch.zeros((len(continuation_ids), width), device=device)  # (R, C - 1)
-    rest_greedy = torch.ones((len(continuation_ids), width), dtype=torch.bool, device=device)
-    rest_ent = torch.zeros((len(continuation_ids), width), device=device)
-    valid = torch.zeros((len(continuation_ids), width), dtype=torch.bool, device=device)
-    if width > 0:
-        inp, cmask = pad_batch([c[:-1] for c in continuation_ids], pad_id, "right")  # (R, C - 1)
-        tgt, _ = pad_batch([c[1:] for c in continuation_ids], pad_id, "right")
-        inp, cmask, tgt = inp.to(device), cmask.to(device), tgt.to(device)
-        cache.reorder_cache(rows)
-        mask = torch.cat([pmask[rows], cmask], dim=1)
-        pos = plen[rows, None] + torch.arange(width, device=device)[None, :]
-        logits, _ = forward_cached(model, cache, input_ids=inp, attention_mask=mask, position_ids=pos)
-        logp = _log_softmax(logits, temperature)  # (R, C - 1, vocab)
-        tok_lp = logp.gather(-1, tgt[..., None])[..., 0]
-        valid = cmask.bool()  # the targets c[1:] are exactly as long as the inputs c[:-1]
-        rest_lp = torch.where(valid, tok_lp, torch.zeros_like(tok_lp))
-        rest_greedy = (logp.argmax(-1) == tgt) | ~valid
-        if with_entropy:
-            rest_ent = _entropy(logp) * valid
-    real = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1).float()  # (R, C)
+    rows = list(range(len(continuation_ids))) if prompt_rows is None else [int(r) for r in prompt_rows]
+    packed = pack_rows(prompt_ids, continuation_ids, rows, pad_id, side)
+    keep = packed.keep.to(device)
+    dtype = next(model.parameters()).dtype
+    if _takes_logits_to_keep(model):
+        logits = model(input_ids=packed.ids.to(device), attention_mask=packed.attention_mask(dtype).to(device),
+                       position_ids=packed.positions.to(device), logits_to_keep=keep, use_cache=False).logits
+    else:
+        logits = model(input_ids=packed.ids.to(device), attention_mask=packed.attention_mask(dtype).to(device),
+                       position_ids=packed.positions.to(device), use_cache=False).logits[keep]
+    logp = _log_softmax(logits, temperature)  # (K, vocab)
+    source, target, real = packed.source.to(device), packed.target.to(device), packed.mask.to(device)
+    tok_lp = logp[source, target]  # (R, C)
     return TokenLogprobs(
-        logp=torch.cat([lp0[:, None], rest_lp], dim=1), mask=real,
-        greedy=torch.cat([greedy0[:, None], rest_greedy], dim=1),
-        entropy=torch.cat([ent0[:, None], rest_ent], dim=1) if ent0 is not None else None,
+        logp=torch.where(real, tok_lp, torch.zeros_like(tok_lp)), mask=real.float(),
+        greedy=(logp.argmax(-1)[source] == target) | ~real,
+        entropy=_entropy(logp)[source] * real if with_entropy else None,
     )
 
 
@@ -283,12 +358,13 @@ def score_items(
     model: torch.nn.Module, items: Sequence[tuple[list[int], list[list[int]]]], pad_id: int,
     config: ScoringConfig | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> list[AliasScores]:
-    """Teacher-force all facts, length-sorted and batched; results in input order.
+    """Teacher-force all facts, sorted by packed length and batched; results in input order.
 
     ``on_batch(n_facts)`` is called after each batch (for progress bars).
     """
     config = config or ScoringConfig()
-    order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), max(map(len, items[i][1]))))
+    packed = [len(p) + sum(len(c) - 1 for c in cs) for p, cs in items]  # a fact's row in ``pack_rows``
+    order = sorted(range(len(items)), key=lambda i: packed[i])
     results: list[AliasScores | None] = [None] * len(items)
     for batch in _batches(items, order, config.batch_size):
         for i, res in zip(batch, score_batch(model, [items[i] for i in batch], pad_id, config.padding_side)):
