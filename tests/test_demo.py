@@ -29,7 +29,8 @@ def test_every_stage_wrote_its_files(demo_dir):
                 "pretrain/config.json", "pretrain/model.safetensors", "pretrain/pretrain_log.jsonl",
                 "split/train.jsonl", "split/test.jsonl", "split/audit.csv",
                 "grpo/train_log.jsonl", "grpo/final/config.json", "sft/final/config.json",
-                "scores/base.parquet", "scores/rl.parquet", "scores/sft.parquet", "results.csv"):
+                "scores/base.parquet", "scores/rl.parquet", "scores/sft.parquet", "results.csv",
+                "base.ckpt", "rl.ckpt", "sft.ckpt"):
         assert (out / rel).exists(), rel
     for cmp in ("compare-rl", "compare-sft"):
         for name in ("facts.parquet", "transitions.csv", "summary.json", "report.md", "config.yaml", "env.json"):
@@ -117,3 +118,15 @@ def test_the_quick_demo_report_names_the_guessing(demo_dir):
     results = pd.read_csv(out / "results.csv")
     assert "constant answer" in set(results["method"])
     assert summary["constant_baseline"]["source"] == "train"
+
+
+def test_compare_the_demo_ckpts_with_no_other_argument(demo_dir, monkeypatch):
+    """The README's first line: in the demo folder, `massshift compare base.ckpt rl.ckpt` writes report/."""
+    out, _ = demo_dir
+    monkeypatch.chdir(out)
+    res = CliRunner().invoke(app, ["compare", "base.ckpt", "rl.ckpt"])
+    assert res.exit_code == 0, res.output
+    assert "points" in res.output
+    facts = pd.read_parquet(out / "report" / "facts.parquet")
+    test = pd.read_json(out / "split" / "test.jsonl", lines=True)
+    assert set(facts["fact_id"]) == set(test["fact_id"].astype(str))
