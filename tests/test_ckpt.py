@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pandas as pd
@@ -80,7 +81,7 @@ def test_compare_two_ckpts_with_no_other_argument(ckpt_pair, monkeypatch):
     assert "test facts (held out, from base.ckpt)" in (ckpt_pair / "report" / "config.yaml").read_text()
 
 
-def test_ckpts_naming_different_facts_or_none_are_refused(tmp_path, tokenizer, tiny_model, monkeypatch):
+def test_ckpts_naming_different_facts_are_refused_and_one_naming_none_follows(tmp_path, tokenizer, tiny_model, monkeypatch):
     monkeypatch.setenv("MASSSHIFT_CACHE", str(tmp_path / "cache"))
     write_ckpt(tmp_path / "a.ckpt", tiny_model, tokenizer, _facts())
     write_ckpt(tmp_path / "b.ckpt", tiny_model, tokenizer, _facts(5))
@@ -88,8 +89,46 @@ def test_ckpts_naming_different_facts_or_none_are_refused(tmp_path, tokenizer, t
     res = runner.invoke(app, ["compare", str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")])
     assert res.exit_code == 2 and "name different held-out facts (8 and 5 facts, 5 in common)" in res.output
     assert "--facts" in res.output
-    res = runner.invoke(app, ["compare", str(tmp_path / "none.ckpt"), str(tmp_path / "none.ckpt")])
-    assert res.exit_code == 2 and "--facts is needed" in res.output and "hf:NAME" in res.output
+    cheap = ["--samples", "0", "--distractors", "0", "--controls", "0", "--max-new-tokens", "2", "--no-progress",
+             "--n-boot", "20"]
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["compare", str(tmp_path / "none.ckpt"), str(tmp_path / "a.ckpt"), "--out", str(out),
+                              *cheap])
+    assert res.exit_code == 0, res.output  # one names none: the other's facts
+    assert set(pd.read_parquet(out / "facts.parquet")["fact_id"]) == set(_facts()["fact_id"])
+
+
+def test_ckpts_naming_no_facts_get_the_builtin_set_asked_the_models_way(tmp_path, tokenizer, tiny_model,
+                                                                          monkeypatch):
+    import yaml
+
+    from massshift.data.facts import DEFAULT_FACTS_ABOUT, load_default_facts
+
+    monkeypatch.setenv("MASSSHIFT_CACHE", str(tmp_path / "cache"))
+    cheap = ["--samples", "0", "--distractors", "0", "--controls", "0", "--max-new-tokens", "2", "--no-progress",
+             "--n-boot", "20"]
+    write_ckpt(tmp_path / "plain.ckpt", tiny_model, tokenizer, None)
+    res = runner.invoke(app, ["compare", str(tmp_path / "plain.ckpt"), str(tmp_path / "plain.ckpt"),
+                              "--out", str(tmp_path / "r1"), *cheap])
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load((tmp_path / "r1" / "config.yaml").read_text())
+    assert cfg["facts"] == DEFAULT_FACTS_ABOUT and "no checkpoint names held-out facts" in cfg["facts_why"]
+    assert cfg["score"]["prompt"]["chat"] is False  # the tokenizer has no chat template
+    facts = pd.read_parquet(tmp_path / "r1" / "facts.parquet")
+    assert set(facts["fact_id"]) == set(load_default_facts()["fact_id"])
+
+    chat_tok = copy.deepcopy(tokenizer)
+    chat_tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}"
+                              "{% if add_generation_prompt %}<assistant>{% endif %}")
+    write_ckpt(tmp_path / "chat.ckpt", tiny_model, chat_tok, None)
+    res = runner.invoke(app, ["compare", str(tmp_path / "chat.ckpt"), str(tmp_path / "chat.ckpt"),
+                              "--out", str(tmp_path / "r2"), *cheap])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((tmp_path / "r2" / "config.yaml").read_text())["score"]["prompt"]["chat"] is True
+    res = runner.invoke(app, ["compare", str(tmp_path / "chat.ckpt"), str(tmp_path / "chat.ckpt"), "--no-chat",
+                              "--out", str(tmp_path / "r3"), *cheap])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((tmp_path / "r3" / "config.yaml").read_text())["score"]["prompt"]["chat"] is False
 
 
 def test_a_bare_state_dict_names_the_config_flag(tmp_path, tiny_model, facts_file):

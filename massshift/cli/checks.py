@@ -5,6 +5,7 @@ name."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,22 @@ def light_configs(template: str, chat: bool, instruction: str, answer_prefix: st
         _fail(f"{err} (--template, --chat, --instruction, --answer-prefix, --match)")
 
 
-def facts_for(facts: Path | None, specs: list[str], skip_invalid: bool = False) -> tuple[Any, str]:
-    """(facts table, where it came from): the ``--facts`` file or dataset, else the held-out facts the
-    checkpoints name (massshift ``.ckpt`` files, which must agree)."""
+@dataclasses.dataclass(frozen=True)
+class FactsChoice:
+    """The facts a command scores, where they came from and why these (both go to config.yaml)."""
+
+    table: Any
+    source: str
+    why: str
+    builtin: bool = False  # the built-in default set: its prompt is chosen for the model's kind
+
+
+def facts_for(facts: Path | None, specs: list[str], skip_invalid: bool = False) -> FactsChoice:
+    """The ``--facts`` file or dataset, else the held-out facts the checkpoints name (massshift ``.ckpt``
+    files, which must agree), else the built-in default set."""
     if facts is not None:
-        return _load_facts_or_fail(facts, skip_invalid), str(facts)
-    from massshift.data.facts import FactsError, facts_from_records
+        return FactsChoice(_load_facts_or_fail(facts, skip_invalid), str(facts), "given with --facts")
+    from massshift.data.facts import DEFAULT_FACTS_ABOUT, FactsError, facts_from_records, load_default_facts
     from massshift.lm.ckpt import held_out_facts
     from massshift.lm.specs import ModelLoadError
 
@@ -87,9 +98,11 @@ def facts_for(facts: Path | None, specs: list[str], skip_invalid: bool = False) 
         if found:
             named[spec] = found
     if not named:
-        _fail("--facts is needed: " + ("the checkpoints name" if len(specs) > 1 else "the checkpoint names") +
-              " no held-out facts (massshift .ckpt files written by `massshift demo` or `massshift train` do). "
-              "Give --facts FILE (.jsonl, .json, .csv, .parquet) or --facts hf:NAME[:SPLIT]")
+        table = load_default_facts()
+        why = (("no checkpoint names" if len(specs) > 1 else "the checkpoint names no") + " held-out facts and "
+               "--facts was not given (give --facts FILE or --facts hf:NAME[:SPLIT] to score your own)")
+        logger.info("facts: %d facts from %s, because %s", len(table), DEFAULT_FACTS_ABOUT, why)
+        return FactsChoice(table, DEFAULT_FACTS_ABOUT, why, builtin=True)
     ids = {spec: frozenset(str(r["fact_id"]) for r in recs) for spec, (recs, _) in named.items()}
     first = next(iter(ids))
     for spec, got in ids.items():
@@ -98,10 +111,20 @@ def facts_for(facts: Path | None, specs: list[str], skip_invalid: bool = False) 
                   f"{len(ids[first] & got)} in common); pass --facts to choose the facts to score")
     records, source = named[first]
     silent = [s for s in specs if s not in named]
-    logger.info("facts: the %d held-out facts named in %s (%s)%s", len(records), ", ".join(named), source,
-                f"; {', '.join(silent)} name none" if silent else "")
+    why = f"the held-out facts named in {', '.join(named)}" + (f" ({', '.join(silent)} name none)" if silent else "")
+    logger.info("facts: %d facts, %s (%s)", len(records), why, source)
     try:
-        return facts_from_records(records, schema="canonical", source=f"{first} (held-out facts)"), \
-            f"{source} (held out, from {first})"
+        table = facts_from_records(records, schema="canonical", source=f"{first} (held-out facts)")
     except FactsError as err:
         _fail(str(err))
+    return FactsChoice(table, f"{source} (held out, from {first})", why)
+
+
+def chat_for(config: Any, tokenizer: Any, label: str) -> Any:
+    """``config`` asking through the tokenizer's chat template when it has one (the built-in default facts'
+    prompt, chosen for the model's kind), else unchanged."""
+    if not getattr(tokenizer, "chat_template", None):
+        logger.info("%s: prompt: the plain template (the tokenizer has no chat template)", label)
+        return config
+    logger.info("%s: prompt: the tokenizer's chat template (--no-chat: the plain template)", label)
+    return dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, chat=True))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from massshift.cli.checks import checked_models, checked_options, facts_for, light_configs
+from massshift.cli.checks import chat_for, checked_models, checked_options, facts_for, light_configs
 from massshift.cli.common import _check_launch, _fail, _launch, _pct
 from massshift.cli.options import (
     Alpha,
@@ -19,7 +19,7 @@ from massshift.cli.options import (
     ChanceRatio,
     ChanceSpec,
     ChanceTop,
-    Chat,
+    ChatAuto,
     ConfigOpt,
     Controls,
     Criterion,
@@ -107,8 +107,10 @@ def _with_controls(facts, n: int | None, seed: int):
 
 def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
                base: str | None, config_dir: str | None, trust_remote_code: bool, device_map: str | None,
-               cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None):
-    """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer).
+               cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None,
+               auto_chat: bool = False):
+    """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer, config).
+    With ``auto_chat`` the prompt is the chat template when the tokenizer has one (``checks.chat_for``).
 
     Under ``accelerate launch`` every process scores its shard of the chunks into the cache; the
     main process then merges them and the others get a None table. With ``out_table`` the table
@@ -129,6 +131,8 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     except ModelLoadError as err:
         _fail(str(err))
     logger.info("%s: %s (%s, %.1fM parameters)", label, spec, info.kind, info.n_params / 1e6)
+    if auto_chat:
+        config = chat_for(config, tok, label)
     shard = launch.shard if launch.distributed else None
     share = len(facts) if shard is None else -(-len(facts) // shard.count)
     what = f"scoring {label}" + (f" (shard {shard.index + 1}/{shard.count})" if shard else "")
@@ -139,7 +143,7 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     gc.collect()
     launch.wait()
     if not launch.shard.is_main:
-        return None, info, tok
+        return None, info, tok, config
     from massshift.score.formats import format_line, format_summary
 
     try:
@@ -154,7 +158,7 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     logger.info("answer format, %s", format_line(label, formats))
     if formats.get("warning"):
         logger.warning("%s: %s", label, formats["warning"])
-    return table, info, tok
+    return table, info, tok, config
 
 
 def score(
@@ -164,7 +168,7 @@ def score(
     label: Annotated[str, typer.Option(help="Value of the table's model column.")] = "model",
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
-    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
+    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
@@ -181,8 +185,8 @@ def score(
     (model,) = checked_models([model], expand_rl=False)  # before the heavy imports: a typo fails at once
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
-    loaded_facts, facts_source = facts_for(facts, [model], skip_invalid)
+    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
+    chosen = facts_for(facts, [model], skip_invalid)
     from massshift.lm.loading import set_threads
     from massshift.rundir import init_run_dir
 
@@ -190,21 +194,26 @@ def score(
     _check_launch(launch, device_map)
     n_threads = set_threads(launch.threads(threads))
     cfg = _score_config(prompt, match_cfg, samples, temperature, top_p, max_new_tokens, seed, batch_size)
-    table_facts = _with_controls(loaded_facts, controls, seed)
+    table_facts = _with_controls(chosen.table, controls, seed)
     cfg = _with_distractors(cfg, distractors, table_facts)
-    settings = {"command": "score", "model": model, "facts": facts_source, "label": label, "score": cfg,
+    settings = {"command": "score", "model": model, "facts": chosen.source, "facts_why": chosen.why, "label": label,
+                "score": cfg,
                 "states": states, "dtype": dtype, "device": device, "threads": n_threads,
                 "processes": launch.shard.count}
     if launch.shard.is_main:
         init_run_dir(out, settings, seed=seed, device=device)
-    table, info, _ = _score_one(model, table_facts, cfg, states, label, dtype=dtype, device=device, base=base,
-                                config_dir=config, trust_remote_code=trust_remote_code, device_map=device_map,
-                                cache_dir=cache_dir, progress=not no_progress, launch=launch,
-                                out_table=out / "scores.parquet")
+    auto_chat = chat is None and chosen.builtin
+    table, info, _, used = _score_one(model, table_facts, cfg, states, label, dtype=dtype, device=device, base=base,
+                                      config_dir=config, trust_remote_code=trust_remote_code, device_map=device_map,
+                                      cache_dir=cache_dir, progress=not no_progress, launch=launch,
+                                      out_table=out / "scores.parquet", auto_chat=auto_chat)
     if table is None:  # not the main process: its shard is in the cache
         return
     from massshift.analysis.states import decide_auto
-    from massshift.rundir import write_json
+    from massshift.rundir import write_json, write_yaml
+
+    if used is not cfg:  # the prompt was chosen for the model's kind: config.yaml says which
+        write_yaml(out / "config.yaml", {**settings, "score": used})
 
     write_json(out / "model_info.json", info)
     crit = states.criterion
@@ -223,7 +232,7 @@ def compare(
     rl_scores: Annotated[list[Path] | None, typer.Option("--rl-scores", help="RL score table(s) instead of checkpoints, in training order; labelled by file name (folder/name where two names are the same).")] = None,
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
-    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: Chat = False,
+    threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
     instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
@@ -248,8 +257,8 @@ def compare(
     models = checked_models(models, expand_rl=base_scores is None)
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    prompt, match_cfg = light_configs(template, chat, instruction, answer_prefix, match)
-    table_facts, facts_source = facts_for(facts, models) if models else (None, None)
+    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
+    chosen = facts_for(facts, models) if models else None
     import pandas as pd
 
     from massshift.analysis.estimators import StatsConfig
@@ -265,7 +274,7 @@ def compare(
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
               "progress": not no_progress, "launch": launch}
-    table_facts = _with_controls(table_facts, controls, seed) if table_facts is not None else None
+    table_facts = _with_controls(chosen.table, controls, seed) if chosen is not None else None
     cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
     tables: list[tuple[str, pd.DataFrame]] = []
@@ -275,7 +284,9 @@ def compare(
     else:
         if table_facts is None:
             _fail("--facts is needed to score checkpoints")
-        t, info, tok = _score_one(specs.pop(0), table_facts, cfg, states, "base", **loaded)
+        auto_chat = chat is None and chosen is not None and chosen.builtin
+        t, info, tok, cfg = _score_one(specs.pop(0), table_facts, cfg, states, "base", **loaded,
+                                       auto_chat=auto_chat)  # the RL models are asked the same way
         tables.append(("base", t))
         infos.append((info, tok))
     for label, path in zip(_score_labels(rl_scores or []), rl_scores or []):
@@ -284,7 +295,7 @@ def compare(
         if table_facts is None:
             _fail("--facts is needed to score checkpoints")
         label = "rl" if len(specs) == 1 else f"rl{i + 1}:{Path(spec).name}"
-        t, info, tok = _score_one(spec, table_facts, cfg, states, label, **loaded)
+        t, info, tok, _ = _score_one(spec, table_facts, cfg, states, label, **loaded)
         if infos and launch.shard.is_main:
             from massshift.lm.loading import ModelLoadError
 
@@ -300,7 +311,8 @@ def compare(
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
     ccfg = CompareConfig(states=states, stats=StatsConfig(n_boot=n_boot, seed=seed))
-    extra = {"command": "compare", "models": models, "facts": facts_source,
+    extra = {"command": "compare", "models": models, "facts": chosen and chosen.source,
+             "facts_why": chosen and chosen.why,
              "score": cfg, "threads": n_threads}
     try:
         summary = write_compare_report(tables[0][1], tables[1:], out, ccfg, extra_config=extra, seed=seed)

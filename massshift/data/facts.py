@@ -107,6 +107,21 @@ def load_facts(path: str | os.PathLike[str], schema: str = "auto", skip_invalid:
     return _build(items, errors, schema, skip_invalid, str(path), unit)
 
 
+DEFAULT_FACTS = Path(__file__).with_name("countries_test.jsonl")
+"""The facts scored when none are given and no checkpoint names any: a fixed test split of the
+built-in country facts, shipped with massshift (so ``countryinfo`` is not needed to read it)."""
+DEFAULT_FACTS_ABOUT = (
+    "the built-in default set: one-hop country facts (capital, currency, official language, region, subregion), "
+    "the test side of `massshift facts countries` split by country (`massshift split --test-size 0.5 --seed 0 "
+    "--group-by subject`), shipped with massshift"
+)
+
+
+def load_default_facts() -> pd.DataFrame:
+    """The built-in default facts (``DEFAULT_FACTS``, described by ``DEFAULT_FACTS_ABOUT``)."""
+    return load_facts(DEFAULT_FACTS, schema="canonical")
+
+
 def save_facts(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write the canonical columns of ``df`` as .jsonl, atomically; ``load_facts`` reads it back."""
     path = Path(path)
