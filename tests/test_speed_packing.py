@@ -18,12 +18,23 @@ def _plain(model, prompt, comp):
     return logp.gather(-1, torch.tensor(comp)[:, None])[:, 0], greedy  # (len(comp),) each
 
 
+def test_short_prompts_share_a_row():
+    packed = pack_rows([[5, 6, 7, 8], [9], [10]], [[11, 12], [13, 14], [15]], [0, 1, 2], pad_id=0, side="left")
+    assert packed.ids.tolist()[0] == [5, 6, 7, 8, 11]
+    assert packed.ids.tolist()[1] == [0, 0, 9, 13, 10]  # prompts 1 and 2 fill the second row, padded left
+    assert packed.group.tolist()[1] == [-1, -1, 1, 1, 2]
+    assert packed.positions.tolist()[1] == [0, 0, 0, 1, 0]
+    allowed = packed.attention_mask(torch.float32)[1, 0] == 0
+    assert allowed[4].tolist() == [False, False, False, False, True]  # prompt 2 sees nothing of prompt 1
+
+
 def test_layout_by_hand():
     packed = pack_rows([[5, 6], [7]], [[10, 11, 12], [13], [14, 15]], [0, 1, 0], pad_id=0, side="right")
     # row 0: prompt 5 6, then 10 11 (of 10 11 12), then 14 (of 14 15); row 1: prompt 7 (13 has one token)
     assert packed.ids.tolist() == [[5, 6, 10, 11, 14], [7, 0, 0, 0, 0]]
     assert packed.positions.tolist() == [[0, 1, 2, 3, 2], [0, 0, 0, 0, 0]]
     assert packed.segment.tolist() == [[0, 0, 1, 1, 2], [0, -1, -1, -1, -1]]
+    assert packed.group.tolist() == [[0, 0, 0, 0, 0], [1, -1, -1, -1, -1]]
     assert packed.keep.tolist() == [[False, True, True, True, True], [True, False, False, False, False]]
     # kept positions in order: (0,1) (0,2) (0,3) (0,4) (1,0) -> 0 1 2 3 4
     assert packed.source.tolist() == [[0, 1, 2], [4, 0, 0], [0, 3, 0]]
