@@ -10,6 +10,7 @@ import typer
 
 from massshift.cli.checks import chat_for, checked_models, checked_options, facts_for, light_configs
 from massshift.cli.common import _check_launch, _fail, _launch, _pct
+from massshift.cli.judge import load_judge, report_judge
 from massshift.cli.options import (
     Alpha,
     AnswerPrefix,
@@ -30,6 +31,7 @@ from massshift.cli.options import (
     Eps,
     FactsArg,
     Instruction,
+    Judge,
     Match,
     MaxNew,
     NoProgress,
@@ -108,7 +110,7 @@ def _with_controls(facts, n: int | None, seed: int):
 def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str, device: str,
                base: str | None, config_dir: str | None, trust_remote_code: bool, device_map: str | None,
                cache_dir: Path | None, progress: bool, launch, out_table: Path | None = None,
-               auto_chat: bool = False):
+               auto_chat: bool = False, matcher=None):
     """Load one checkpoint, score it (cached), free it; returns (table, ModelInfo, tokenizer, config).
     With ``auto_chat`` the prompt is the chat template when the tokenizer has one (``checks.chat_for``).
 
@@ -137,8 +139,8 @@ def _score_one(spec: str, facts, config, state_config, label: str, *, dtype: str
     share = len(facts) if shard is None else -(-len(facts) // shard.count)
     what = f"scoring {label}" + (f" (shard {shard.index + 1}/{shard.count})" if shard else "")
     with progress_bar(share, what, enabled=(progress or None) and launch.shard.is_main) as advance:
-        plan = score_to_cache(model, tok, facts, config, model_key=info.cache_key,
-                              cache_dir=cache_dir, shard=shard, on_facts=advance)
+        plan = score_to_cache(model, tok, facts, config, model_key=info.cache_key, cache_dir=cache_dir,
+                              matcher=matcher, shard=shard, on_facts=advance)
     del model
     gc.collect()
     launch.wait()
@@ -169,7 +171,7 @@ def score(
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
-    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
+    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact", judge: Judge = None,
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     chance_specificity: ChanceSpec = 0.95,
@@ -183,6 +185,7 @@ def score(
     merges them into the same table a single process writes.
     """
     (model,) = checked_models([model], expand_rl=False)  # before the heavy imports: a typo fails at once
+    checked_models([judge] if judge else [], expand_rl=False)
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
@@ -197,16 +200,17 @@ def score(
     table_facts = _with_controls(chosen.table, controls, seed)
     cfg = _with_distractors(cfg, distractors, table_facts)
     settings = {"command": "score", "model": model, "facts": chosen.source, "facts_why": chosen.why, "label": label,
-                "score": cfg,
-                "states": states, "dtype": dtype, "device": device, "threads": n_threads,
-                "processes": launch.shard.count}
+                "score": cfg, "states": states, "judge": judge, "dtype": dtype, "device": device,
+                "threads": n_threads, "processes": launch.shard.count}
     if launch.shard.is_main:
         init_run_dir(out, settings, seed=seed, device=device)
     auto_chat = chat is None and chosen.builtin
+    loaded_judge = load_judge(judge, match_cfg, dtype, device, cache_dir)
     table, info, _, used = _score_one(model, table_facts, cfg, states, label, dtype=dtype, device=device, base=base,
                                       config_dir=config, trust_remote_code=trust_remote_code, device_map=device_map,
                                       cache_dir=cache_dir, progress=not no_progress, launch=launch,
-                                      out_table=out / "scores.parquet", auto_chat=auto_chat)
+                                      out_table=out / "scores.parquet", auto_chat=auto_chat,
+                                      matcher=loaded_judge)
     if table is None:  # not the main process: its shard is in the cache
         return
     from massshift.analysis.states import decide_auto
@@ -214,8 +218,8 @@ def score(
 
     if used is not cfg:  # the prompt was chosen for the model's kind: config.yaml says which
         write_yaml(out / "config.yaml", {**settings, "score": used})
-
     write_json(out / "model_info.json", info)
+    report_judge(loaded_judge, out)
     crit = states.criterion
     if crit == "auto":
         crit = decide_auto(states, [table["formats"]] if table["formats_complete"] else [], table["chance"],
@@ -233,7 +237,7 @@ def compare(
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
-    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact",
+    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact", judge: Judge = None,
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     chance_specificity: ChanceSpec = 0.95,
@@ -255,6 +259,7 @@ def compare(
             _fail(f"{table_path}: no such score table (--base-scores, --rl-scores)")
     # before the heavy imports: a typo in a path or an option fails at once
     models = checked_models(models, expand_rl=base_scores is None)
+    checked_models([judge] if judge else [], expand_rl=False)
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
     prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
@@ -273,7 +278,8 @@ def compare(
     cfg = _score_config(prompt, match_cfg, samples, temperature, top_p, max_new_tokens, seed, batch_size)
     loaded = {"dtype": dtype, "device": device, "base": base, "config_dir": config,
               "trust_remote_code": trust_remote_code, "device_map": device_map, "cache_dir": cache_dir,
-              "progress": not no_progress, "launch": launch}
+              "progress": not no_progress, "launch": launch,
+              "matcher": load_judge(judge, match_cfg, dtype, device, cache_dir) if models else None}
     table_facts = _with_controls(chosen.table, controls, seed) if chosen is not None else None
     cfg = _with_distractors(cfg, distractors, table_facts)
     specs = list(models)
@@ -308,11 +314,12 @@ def compare(
     if not launch.shard.is_main:  # its shards are in the cache; the main process writes the report
         return
     out.mkdir(parents=True, exist_ok=True)
+    judged = report_judge(loaded["matcher"], out)
     for label, t in tables:
         write_parquet(out / f"scores_{label.replace(':', '_').replace('/', '_')}.parquet", t)
     ccfg = CompareConfig(states=states, stats=StatsConfig(n_boot=n_boot, seed=seed))
     extra = {"command": "compare", "models": models, "facts": chosen and chosen.source,
-             "facts_why": chosen and chosen.why,
+             "facts_why": chosen and chosen.why, "judge": judge and {"model": judge, **(judged or {})},
              "score": cfg, "threads": n_threads}
     try:
         summary = write_compare_report(tables[0][1], tables[1:], out, ccfg, extra_config=extra, seed=seed)
