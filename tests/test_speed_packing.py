@@ -1,4 +1,4 @@
-"""Packed teacher forcing (``logprobs.pack_rows``): the layout, and numbers equal to one plain forward
+"""Packed teacher forcing (``packing.pack_rows``): the layout, and numbers equal to one plain forward
 pass per (prompt, continuation), however the rows of a batch differ in length or order."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from massshift.lm.logprobs import continuation_logprobs, pack_rows
+from massshift.lm.logprobs import continuation_logprobs
+from massshift.lm.packing import pack_rows
 
 
 def _plain(model, prompt, comp):
