@@ -63,7 +63,8 @@ def _settings(cls: Any, config: Path | None, named: dict[str, Any], sets: list[s
 
 
 def _load(model: str, threads: int | None) -> tuple[Any, Any]:
-    from massshift.lm.loading import ModelLoadError, load_model, set_threads
+    from massshift.lm.loading import ModelLoadError, load_model
+    from massshift.lm.runtime import set_threads
 
     set_threads(threads)
     try:

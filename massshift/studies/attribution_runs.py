@@ -317,7 +317,7 @@ def run_attribution(base: str, train_facts: pd.DataFrame, test_facts: pd.DataFra
     ``summary["seconds"]`` is this call's wall time: a resumed study reports only what it ran.
     """
     from massshift.analysis.statistics import transition_table  # noqa: F401  (imported here so a missing extra fails early)
-    from massshift.lm.loading import set_threads
+    from massshift.lm.runtime import set_threads
 
     cfg = config or AttributionConfig()
     out = Path(out)

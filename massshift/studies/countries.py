@@ -211,7 +211,8 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
 def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
     from massshift.data.countries import country_facts
-    from massshift.lm.loading import load_model, set_threads
+    from massshift.lm.loading import load_model
+    from massshift.lm.runtime import set_threads
 
     cfg = config or StudyConfig()
     out = Path(out)

@@ -101,7 +101,7 @@ class DemoConfig:
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns a summary with both comparisons' headline numbers."""
-    from massshift.lm.loading import set_threads
+    from massshift.lm.runtime import set_threads
     from massshift.synthetic.pretrain import pretrain
     from massshift.synthetic.world import build_world, write_world
     from massshift.train.grpo import train_grpo
