@@ -70,9 +70,27 @@ def _median_p_greedy_correct(table):
     return math.exp(float(logp.median()))
 
 
-def test_self_prefix_moves_p_gold_to_where_the_model_answers(smollm2, facts):
+@pytest.fixture(scope="module")
+def bare(smollm2, facts):
+    """The plain contract under the chat template (chat_answer=False): ' {answer}' + '\\n', a string the
+    chat model does not write."""
+    return _score(smollm2, facts, PromptConfig(chat=True, instruction=INSTRUCTION, chat_answer=False))
+
+
+def test_chat_turn_scores_what_the_chat_model_writes(smollm2, facts, bare):
+    """Issue 17 item 7: scored as the template's assistant turn ('Paris<|im_end|>'), p(gold) of the
+    greedy-correct facts rises by orders of magnitude over the plain contract (' Paris\\n')."""
+    turn = _score(smollm2, facts, PromptConfig(chat=True, instruction=INSTRUCTION))
+    b, t = _median_p_greedy_correct(bare), _median_p_greedy_correct(turn)
+    print(f"median p(gold) of greedy-correct facts: plain contract {b:.3g}, chat turn {t:.3g}")
+    assert t / b >= 1e3
+    assert (turn["greedy"] == bare["greedy"]).all()  # generation stopped at <|im_end|> before too (it is EOS)
+    rose = (turn["logp_gold"] - bare["logp_gold"])[bare["greedy_correct"]]
+    assert (rose > 0).all()
+
+
+def test_self_prefix_moves_p_gold_to_where_the_model_answers(smollm2, facts, bare):
     assert len(facts) == 20
-    bare = _score(smollm2, facts, PromptConfig(chat=True, instruction=INSTRUCTION))
     pref = _score(smollm2, facts, PromptConfig(chat=True, instruction=INSTRUCTION, self_prefix=True))
     eps = StateConfig().threshold
     b, p = _median_p_greedy_correct(bare), _median_p_greedy_correct(pref)

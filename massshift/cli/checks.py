@@ -56,7 +56,8 @@ def checked_options(dtype: str, config: str | None, facts: Path | None = None) -
         _fail(f"--config {config}: no such file or folder; give a model folder, a cached hub id or a named model")
 
 
-def light_configs(template: str, chat: bool, instruction: str, answer_prefix: str, match: str) -> tuple[Any, Any]:
+def light_configs(template: str, chat: bool, instruction: str, answer_prefix: str, match: str,
+                  chat_answer: bool = True) -> tuple[Any, Any]:
     """The prompt and matching settings (neither needs torch), checked now: (PromptConfig, MatchConfig)."""
     from massshift.data.matching import MatchConfig
     from massshift.lm.prefill import load_prefix_spec
@@ -64,7 +65,7 @@ def light_configs(template: str, chat: bool, instruction: str, answer_prefix: st
 
     try:
         prompt = PromptConfig(template=template.replace("\\n", "\n"), chat=chat, instruction=instruction,
-                              **load_prefix_spec(answer_prefix))
+                              chat_answer=chat_answer, **load_prefix_spec(answer_prefix))
         return prompt, MatchConfig(mode=match)  # type: ignore[arg-type]
     except ValueError as err:
         _fail(f"{err} (--template, --chat, --instruction, --answer-prefix, --match)")

@@ -20,6 +20,7 @@ from massshift.cli.options import (
     ChanceRatio,
     ChanceSpec,
     ChanceTop,
+    ChatAnswer,
     ChatAuto,
     ConfigOpt,
     Controls,
@@ -171,7 +172,8 @@ def score(
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
-    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact", judge: Judge = None,
+    instruction: Instruction = "", chat_answer: ChatAnswer = True, answer_prefix: AnswerPrefix = "",
+    match: Match = "exact", judge: Judge = None,
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     chance_specificity: ChanceSpec = 0.95,
@@ -188,9 +190,9 @@ def score(
     checked_models([judge] if judge else [], expand_rl=False)
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
+    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match, chat_answer)
     chosen = facts_for(facts, [model], skip_invalid)
-    from massshift.lm.loading import set_threads
+    from massshift.lm.runtime import set_threads
     from massshift.rundir import init_run_dir
 
     launch = _launch()
@@ -237,7 +239,8 @@ def compare(
     samples: Samples = 128, temperature: Temperature = 1.0, top_p: TopP = 1.0, max_new_tokens: MaxNew = 16,
     seed: Seed = 0, batch_size: BatchSize = 128, dtype: Dtype = "float32", device: Device = "cpu",
     threads: Threads = None, template: Template = "Q: {question}\\nA:", chat: ChatAuto = None,
-    instruction: Instruction = "", answer_prefix: AnswerPrefix = "", match: Match = "exact", judge: Judge = None,
+    instruction: Instruction = "", chat_answer: ChatAnswer = True, answer_prefix: AnswerPrefix = "",
+    match: Match = "exact", judge: Judge = None,
     criterion: Criterion = "auto", alpha: Alpha = 0.05, eps_n: NRef = 128, eps: Eps = None,
     distractors: Distractors = None, chance_ratio: ChanceRatio = 2.0, chance_top: ChanceTop = 0.25,
     chance_specificity: ChanceSpec = 0.95,
@@ -262,12 +265,13 @@ def compare(
     checked_models([judge] if judge else [], expand_rl=False)
     checked_options(dtype, config, facts)
     states = _state_config(criterion, alpha, eps_n, eps, chance_ratio, chance_top, chance_specificity)
-    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match)
+    prompt, match_cfg = light_configs(template, bool(chat), instruction, answer_prefix, match, chat_answer)
     chosen = facts_for(facts, models) if models else None
     import pandas as pd
 
     from massshift.analysis.estimators import StatsConfig
-    from massshift.lm.loading import check_same_tokenizer, set_threads
+    from massshift.lm.loading import check_same_tokenizer
+    from massshift.lm.runtime import set_threads
     from massshift.report.compare import CompareConfig, write_compare_report
     from massshift.rundir import write_parquet
     from massshift.score.schema import ScoreTableError

@@ -111,13 +111,14 @@ def self_prefixes(
     One greedy decoding pass per fact (no samples). Returns the prefixes and whether a
     candidate span was found.
     """
-    from massshift.lm.prompts import build_prompt, encode_prompt
+    from massshift.lm.prompts import build_prompt, encode_prompt, stop_texts
     from massshift.lm.sampling import GenerationConfig, generate
 
     ids = [encode_prompt(tokenizer, build_prompt(q, prompt, tokenizer, p), prompt)
            for q, p in zip(questions, base_prefixes)]
     gens = generate(model, ids, list(fact_ids), tokenizer,
-                    GenerationConfig(n_samples=0, max_new_tokens=max_new_tokens, seed=seed), prompt.terminator)
+                    GenerationConfig(n_samples=0, max_new_tokens=max_new_tokens, seed=seed), prompt.terminator,
+                    stops=stop_texts(prompt, tokenizer))
     out, found = [], []
     for base, g, cands in zip(base_prefixes, gens, candidates):
         lead, ok = lead_in(g.greedy, cands)

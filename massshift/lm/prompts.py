@@ -5,6 +5,12 @@ Zero-shot, no chain of thought. The default prompt is
 by the terminator ``"\\n"``. A chat template is used only when asked for; a
 k-shot prefix (for the baselines) repeats the same format for each shot.
 
+Under a chat template the scored continuation is what the template itself writes
+for an assistant turn (``chat_turn``): for SmolLM2 ``"Paris<|im_end|>"``, no
+leading space, the end-of-turn marker as the answer's end, ``"\\n"`` also
+accepted as an end; generation stops at either (``stop_texts``). The plain
+contract is kept for plain prompts and for ``chat_answer=False``.
+
 Encoding follows lm-evaluation-harness's loglikelihood contract
 (``lm_eval/api/model.py``): trailing white space of the prompt moves to the
 continuation, prompt and continuation are tokenised together and split at the
@@ -49,6 +55,9 @@ class PromptConfig:
     chat: bool = help_field(False, help="Wrap the question in the tokenizer's chat template.")
     instruction: str = help_field("", help="With chat: a line put before the question in the user turn.")
     system: str = help_field("", help="With chat: an optional system message.")
+    chat_answer: bool = help_field(True, help=(
+        "With chat: score the answer as the chat template writes an assistant turn (no leading space, ended "
+        "by the end-of-turn marker, '\\n' also accepted) instead of the plain ' {answer}' + terminator."))
     answer_prefix: str = help_field("", help=(
         "Text put after the prompt (after 'A:', or after the assistant header with chat); generation starts "
         "after it and the scored continuation is the bare answer. May hold {subject} and {relation}, filled "
@@ -124,7 +133,14 @@ class PromptConfig:
                 json.dumps(self.question_prefixes, ensure_ascii=False).encode()).hexdigest()[:16]}}
                if self.question_prefixes else {}),
             **({"scored_ends": list(self.scored_ends)} if len(self.scored_ends) > 1 else {}),
+            # chat caches made before the template-derived continuation describe another string
+            **({"chat_answer": "template"} if self.uses_chat_turn else {}),
         }
+
+    @property
+    def uses_chat_turn(self) -> bool:
+        """Whether answers are scored as the chat template's assistant turn (``chat_turn``)."""
+        return self.chat and self.chat_answer
 
     def fact_prefix(self, subject: Any = None, relation: Any = None, question: str | None = None) -> str:
         """The per-question, per-relation or fixed prefix of one fact (``self`` lead-ins are added by scoring)."""
@@ -145,9 +161,64 @@ def _plain_turn(question: str, config: PromptConfig) -> str:
     return config.template.format(question=question)
 
 
-def continuation(answer: str, config: PromptConfig) -> str:
-    """The scored continuation of ``answer``: the answer template plus the terminator."""
-    return config.answer_template.format(answer=answer) + config.terminator
+_TURN_MARK = "massshiftANSWERmark"
+
+
+def chat_turn(tokenizer: Any) -> tuple[str, str]:
+    """(lead, end): the text the tokenizer's chat template writes before and after an assistant message's
+    content, after the generation prompt. ``end`` is what follows the content up to the first line break,
+    white space stripped: the end-of-turn marker, ``("", "<|im_end|>")`` for SmolLM2, ``""`` for a template
+    that only breaks the line. Raises ``PromptError`` when the template does not render an assistant turn
+    after its generation prompt."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise PromptError("chat=True needs a tokenizer with a chat template; this tokenizer has none")
+    user = [{"role": "user", "content": "Q"}]
+    try:
+        head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": _TURN_MARK}], tokenize=False)
+    except Exception as err:  # a template may refuse a conversation shape; say which
+        raise PromptError(f"the chat template cannot render an assistant turn ({err}); use chat_answer=False") from None
+    at = full.find(_TURN_MARK)
+    if at < 0 or not full.startswith(head) or at < len(head):
+        raise PromptError("the chat template's assistant turn does not follow its generation prompt; "
+                          "use chat_answer=False")
+    return full[len(head):at], full[at + len(_TURN_MARK):].split("\n", 1)[0].strip()
+
+
+def answer_ends(config: PromptConfig, tokenizer: Any = None) -> tuple[str, ...]:
+    """The strings a scored answer may end with: under the chat turn, the end-of-turn marker, then the
+    terminator and ``end_marks``; else ``config.scored_ends``."""
+    if not config.uses_chat_turn:
+        return config.scored_ends
+    end = chat_turn(tokenizer)[1]
+    return tuple(dict.fromkeys((end, *config.scored_ends) if end else config.scored_ends))
+
+
+def stop_texts(config: PromptConfig, tokenizer: Any = None) -> tuple[str, ...]:
+    """What ends a generation besides EOS: the terminator, and under the chat turn the end-of-turn marker."""
+    if not config.uses_chat_turn:
+        return (config.terminator,)
+    end = chat_turn(tokenizer)[1]
+    return (config.terminator, end) if end else (config.terminator,)
+
+
+def _answer_text(answer: str, config: PromptConfig, lead: str | None) -> str:
+    """The answer as scored, before its end: the answer template, or under the chat turn the template's
+    lead plus the answer without the plain contract's leading space. After an answer prefix the answer
+    continues the assistant's sentence, so the plain template applies."""
+    text = config.answer_template.format(answer=answer)
+    if lead is None or config.prefix_active:
+        return text
+    return lead + text.lstrip(" ")
+
+
+def _lead(config: PromptConfig, tokenizer: Any) -> str | None:
+    return chat_turn(tokenizer)[0] if config.uses_chat_turn else None
+
+
+def continuation(answer: str, config: PromptConfig, tokenizer: Any = None) -> str:
+    """The target continuation of ``answer`` (SFT, shots): the answer and its first end."""
+    return _answer_text(answer, config, _lead(config, tokenizer)) + answer_ends(config, tokenizer)[0]
 
 
 def build_prompt(question: str, config: PromptConfig, tokenizer: Any = None, prefix: str | None = None) -> str:
@@ -225,10 +296,10 @@ def encode_pair(tokenizer: Any, prompt: str, cont: str, config: PromptConfig) ->
     return whole[: len(ctx)], cont_ids
 
 
-def continuations(answer: str, config: PromptConfig) -> list[str]:
-    """The scored continuations of ``answer``: one per end (``PromptConfig.scored_ends``)."""
-    text = config.answer_template.format(answer=answer)
-    return [text + end for end in config.scored_ends]
+def continuations(answer: str, config: PromptConfig, tokenizer: Any = None) -> list[str]:
+    """The scored continuations of ``answer``: one per end (``answer_ends``)."""
+    text = _answer_text(answer, config, _lead(config, tokenizer))
+    return [text + end for end in answer_ends(config, tokenizer)]
 
 
 def encode_facts(
@@ -237,19 +308,21 @@ def encode_facts(
 ) -> list[tuple[list[int], list[list[int]]]]:
     """For each fact, the prompt ids and one continuation id list per alias and end.
 
-    With several ends (``scored_ends``) an alias has one row per end, alias-major:
+    With several ends (``answer_ends``) an alias has one row per end, alias-major:
     rows ``[a0+end0, a0+end1, a1+end0, ...]``. ``prefixes`` (one per fact) replace the
     config's answer prefix. The prompt is the joint-tokenisation prefix of the first
     alias; every alias must yield the same prefix (it does for tokenizers that do not
     merge across the boundary), otherwise the fact is named in a ``PromptError``.
     """
     out = []
+    lead, ends = _lead(config, tokenizer), answer_ends(config, tokenizer)  # the template is rendered once
     for i, (q, aliases) in enumerate(zip(questions, answers)):
         name = fact_ids[i] if fact_ids is not None else str(i)
         prompt = build_prompt(q, config, tokenizer, None if prefixes is None else prefixes[i])
         ctx: list[int] | None = None
         conts = []
-        for a, cont in ((alias, c) for alias in aliases for c in continuations(alias, config)):
+        pairs = ((alias, _answer_text(alias, config, lead) + end) for alias in aliases for end in ends)
+        for a, cont in pairs:
             try:
                 p, c = encode_pair(tokenizer, prompt, cont, config)
             except PromptError as err:

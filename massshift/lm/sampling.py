@@ -3,8 +3,9 @@
 Per batch of facts the prompts run once (left-padded, explicit positions, KV
 cache); the cache is then gathered into 1 + n rows per fact: row 0 decodes
 greedily, rows 1..n sample at ``temperature`` with optional nucleus (top-p)
-truncation. Rows leave the batch as soon as they emit the terminator or EOS,
-so short answers cost few steps.
+truncation. Rows leave the batch as soon as they emit the terminator, one of
+the extra ``stops`` (a chat template's end-of-turn marker) or EOS, so short
+answers cost few steps.
 
 Seeding: each fact has its own ``torch.Generator`` seeded from
 (seed, fact_id), and at every step it draws one uniform number per sample row
@@ -69,23 +70,25 @@ class Generations:
     truncated: int  # rows that hit max_new_tokens without a terminator
 
 
-_STOP_CACHE: dict[tuple[int, int, str, tuple[int, ...]], tuple[Any, torch.Tensor]] = {}
+_STOP_CACHE: dict[tuple[int, int, tuple[str, ...], tuple[int, ...]], tuple[Any, torch.Tensor]] = {}
 
 
-def stop_token_mask(tokenizer: Any, terminator: str, extra_ids: Sequence[int] = ()) -> torch.Tensor:
+def stop_token_mask(tokenizer: Any, terminator: str, extra_ids: Sequence[int] = (),
+                    stops: Sequence[str] = ()) -> torch.Tensor:
     """A (vocab,) bool mask of tokens that end an answer: any token whose text holds the
-    terminator, plus EOS and ``extra_ids``. Computed once per tokenizer.
+    terminator or one of ``stops``, plus EOS and ``extra_ids``. Computed once per tokenizer.
 
     The cache holds a weak reference to the tokenizer and checks it on every hit: ``id()`` alone
     is reused once a tokenizer is freed, and a stale mask from another vocabulary would be wrong.
     """
-    key = (id(tokenizer), len(tokenizer), terminator, tuple(extra_ids))
+    ends = tuple(dict.fromkeys((terminator, *stops)))
+    key = (id(tokenizer), len(tokenizer), ends, tuple(extra_ids))
     hit = _STOP_CACHE.get(key)
     if hit is not None and hit[0]() is tokenizer:
         return hit[1]
     vocab = len(tokenizer)
     texts = tokenizer.batch_decode([[i] for i in range(vocab)])
-    mask = torch.tensor([terminator in t for t in texts], dtype=torch.bool)
+    mask = torch.tensor([any(e in t for e in ends) for t in texts], dtype=torch.bool)
     for i in (tokenizer.eos_token_id, *extra_ids):
         if i is not None and 0 <= i < vocab:
             mask[i] = True
@@ -117,12 +120,13 @@ def _choose(logp: torch.Tensor, u: torch.Tensor, temperature: float, top_p: floa
 @torch.inference_mode()
 def generate_batch(
     model: torch.nn.Module, prompts: Sequence[Sequence[int]], fact_ids: Sequence[str], tokenizer: Any,
-    config: GenerationConfig, terminator: str = "\n",
+    config: GenerationConfig, terminator: str = "\n", stops: Sequence[str] = (),
 ) -> list[Generations]:
-    """Greedy answer and ``config.n_samples`` samples for each prompt, in one decoding batch."""
+    """Greedy answer and ``config.n_samples`` samples for each prompt, in one decoding batch;
+    ``stops`` end an answer like the terminator (``prompts.stop_texts``)."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stop = stop_token_mask(tokenizer, terminator).to(device)
+    stop = stop_token_mask(tokenizer, terminator, stops=stops).to(device)
     per = config.n_samples + 1
     logp, cache, pmask, plen = run_prompts(model, prompts, pad_id, "left")
     n_facts = len(prompts)
@@ -158,7 +162,7 @@ def generate_batch(
         cur = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
         pos = pos + 1
     texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
-    answers = [extract_answer(t, terminator) for t in texts]
+    answers = [_cut(t, terminator, stops) for t in texts]
     results = []
     for f in range(n_facts):
         rows = range(f * per, (f + 1) * per)
@@ -169,10 +173,18 @@ def generate_batch(
     return results
 
 
+def _cut(text: str, terminator: str, stops: Sequence[str]) -> str:
+    """The answer in a decoded generation: cut at the first stop (special tokens are already gone)."""
+    for s in stops:
+        if s:
+            text = text.split(s, 1)[0]
+    return extract_answer(text, terminator)
+
+
 def generate(
     model: torch.nn.Module, prompts: Sequence[Sequence[int]], fact_ids: Sequence[str], tokenizer: Any,
     config: GenerationConfig | None = None, terminator: str = "\n",
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, stops: Sequence[str] = (),
 ) -> list[Generations]:
     """Greedy answers and samples for every prompt, batched by ``config.max_rows``; input order kept."""
     config = config or GenerationConfig()
@@ -182,7 +194,7 @@ def generate(
     for s in range(0, len(order), per_batch):
         idx = order[s: s + per_batch]
         outs = generate_batch(model, [prompts[i] for i in idx], [fact_ids[i] for i in idx], tokenizer,
-                              config, terminator)
+                              config, terminator, stops)
         for i, o in zip(idx, outs):
             results[i] = o
         if on_batch is not None:

@@ -34,7 +34,14 @@ from massshift.configio import help_field
 from massshift.data.matching import MatchConfig, Matcher, is_correct, normalize
 from massshift.lm.logprobs import AliasScores, ScoringConfig, score_items
 from massshift.lm.prefill import self_prefixes
-from massshift.lm.prompts import PromptConfig, build_prompt, encode_facts, encode_prompt
+from massshift.lm.prompts import (
+    PromptConfig,
+    answer_ends,
+    build_prompt,
+    encode_facts,
+    encode_prompt,
+    stop_texts,
+)
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.score.cache import (
     ChunkPlan,
@@ -141,7 +148,7 @@ def score_chunk(
         distractors = draw_distractors(facts, config.distractors, config.generation.seed)
     dis = [list(d) for d in distractors] if config.distractors and distractors is not None else None
     prefixes, found = _fact_prefixes(model, tokenizer, facts, config, ids, answers, dis)
-    n_ends = len(config.prompt.scored_ends)  # rows per answer: one per end (terminator, then "." under a prefix)
+    n_ends = len(answer_ends(config.prompt, tokenizer))  # rows per answer: one per end (answer_ends)
     conts = [a + d for a, d in zip(answers, dis)] if dis is not None else answers
     items = encode_facts(tokenizer, questions, conts, config.prompt, fact_ids=ids, prefixes=prefixes)
     half = (lambda n: on_facts(n / 2)) if on_facts else None
@@ -149,7 +156,8 @@ def score_chunk(
     tf = [split_scores(s, len(a) * n_ends)[0] for s, a in zip(tf_all, answers)]
     prompts = [encode_prompt(tokenizer, build_prompt(q, config.prompt, tokenizer, None if prefixes is None else p),
                              config.prompt) for q, p in zip(questions, prefixes or questions)]
-    gens = generate(model, prompts, ids, tokenizer, config.generation, config.prompt.terminator, on_batch=half)
+    gens = generate(model, prompts, ids, tokenizer, config.generation, config.prompt.terminator, on_batch=half,
+                    stops=stop_texts(config.prompt, tokenizer))
     rows = []
     n = config.generation.n_samples
     for i, (fid, q, ans, s, g) in enumerate(zip(ids, questions, answers, tf, gens)):

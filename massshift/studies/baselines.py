@@ -35,7 +35,7 @@ import torch
 
 from massshift.configio import ConfigIO, help_field
 from massshift.data.matching import MatchConfig, normalize
-from massshift.lm.prompts import PromptConfig
+from massshift.lm.prompts import PromptConfig, stop_texts
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.seeds import derive_seed
 from massshift.train.common import check_facts, prompt_ids_for
@@ -129,7 +129,8 @@ def sample_baselines(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame
     ids = prompt_ids_for(tokenizer, list(facts["question"]), prompt)
     gen_cfg = GenerationConfig(n_samples=config.n_samples, temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, seed=config.seed)
-    gens = generate(model, ids, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator)
+    gens = generate(model, ids, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator,
+                    stops=stop_texts(prompt, tokenizer))
     matcher = config.matcher(prompt.terminator)
     rows = []
     if "greedy" in config.methods:
@@ -152,7 +153,8 @@ def kshot_baseline(model: torch.nn.Module, tokenizer: Any, test_facts: pd.DataFr
         prompts.append(prompt_ids_for(tokenizer, [q], dataclasses.replace(prompt, shots=shots))[0])
     assert not set(pool["fact_id"]) & test_ids, "a k-shot example is a test fact"
     gens = generate(model, prompts, list(test_facts["fact_id"]), tokenizer,
-                    GenerationConfig(n_samples=0, max_new_tokens=config.max_new_tokens), prompt.terminator)
+                    GenerationConfig(n_samples=0, max_new_tokens=config.max_new_tokens), prompt.terminator,
+                    stops=stop_texts(prompt, tokenizer))
     return pd.DataFrame(_rows(test_facts, f"{config.shots}-shot", [g.greedy for g in gens],
                               config.matcher(prompt.terminator)))
 

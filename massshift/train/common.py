@@ -37,7 +37,7 @@ import torch
 from massshift.configio import ConfigIO  # noqa: F401  (re-exported for the trainers)
 from massshift.data.matching import Matcher
 from massshift.lm.logprobs import continuation_logprobs
-from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt, stop_texts
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.progress import progress_bar
 from massshift.rundir import write_text
@@ -220,7 +220,8 @@ def greedy_accuracy(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame,
     """Share of ``facts`` whose greedy answer is correct (greedy-only generation)."""
     ids = prompt_ids_for(tokenizer, list(facts["question"]), prompt)
     gens = generate(model, ids, list(facts["fact_id"]), tokenizer,
-                    GenerationConfig(n_samples=0, max_new_tokens=max_new_tokens), prompt.terminator)
+                    GenerationConfig(n_samples=0, max_new_tokens=max_new_tokens), prompt.terminator,
+                    stops=stop_texts(prompt, tokenizer))
     hits = [matcher(g.greedy, list(a)) for g, a in zip(gens, facts["answers"])]
     return float(sum(hits) / len(hits))
 

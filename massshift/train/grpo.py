@@ -51,7 +51,7 @@ import torch
 
 from massshift.configio import help_field
 from massshift.data.matching import Matcher, contains_reward, relation_values
-from massshift.lm.prompts import PromptConfig
+from massshift.lm.prompts import PromptConfig, stop_texts
 from massshift.lm.runtime import torch_threads
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json
@@ -138,13 +138,14 @@ class LossParts:
 
 
 def rollout(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequence[list[int]], fact_ids: Sequence[str],
-            answers: Sequence[list[str]], config: GRPOConfig, step: int, terminator: str = "\n") -> Rollout:
+            answers: Sequence[list[str]], config: GRPOConfig, step: int, terminator: str = "\n",
+            stops: Sequence[str] = ()) -> Rollout:
     """Sample G completions per prompt (plus the greedy answer) with ``massshift.lm.sampling``."""
     g = config.num_generations
     gen_cfg = GenerationConfig(n_samples=g, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                                seed=derive_seed(config.seed, "rollout", step), max_rows=len(prompt_ids) * (g + 1))
-    gens = generate(model, prompt_ids, fact_ids, tokenizer, gen_cfg, terminator)
-    stop = stop_token_mask(tokenizer, terminator)
+    gens = generate(model, prompt_ids, fact_ids, tokenizer, gen_cfg, terminator, stops=stops)
+    stop = stop_token_mask(tokenizer, terminator, stops=stops)
     completion_ids = [ids for gen in gens for ids in gen.sample_ids]
     return Rollout(
         fact_ids=list(fact_ids), answers=[list(a) for a in answers], prompt_ids=[list(p) for p in prompt_ids],
@@ -242,12 +243,13 @@ def _reference_logprobs(model: torch.nn.Module, ref_model: torch.nn.Module | Non
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: Any, facts: pd.DataFrame,
          prompt_ids: Sequence[list[int]], config: GRPOConfig, step_index: int, matcher: Matcher | None = None,
          reward_fn: RewardFn | None = None, ref_model: torch.nn.Module | None = None,
-         terminator: str = "\n") -> dict[str, Any]:
-    """One GRPO step on ``facts`` (the batch's rows); returns the step's diagnostics."""
+         terminator: str = "\n", stops: Sequence[str] = ()) -> dict[str, Any]:
+    """One GRPO step on ``facts`` (the batch's rows); returns the step's diagnostics. ``stops`` end a
+    completion like the terminator (``prompts.stop_texts``)."""
     t0 = time.perf_counter()
     model.eval()  # no dropout: the trained log-probs are the sampled ones
     ro = rollout(model, tokenizer, prompt_ids, list(facts["fact_id"]), list(facts["answers"]), config,
-                 step_index, terminator)
+                 step_index, terminator, stops)
     r = rewards(ro, matcher, reward_fn)  # (B, G)
     adv = group_advantages(r, config.scale_rewards).reshape(-1)
     g = config.num_generations
@@ -362,7 +364,7 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
             idx = batch_indices(len(train), config.batch_size, config.seed, s)
             return step(model, optimizer, tokenizer, train.iloc[idx], [prompts[i] for i in idx], config, s,
                         reward_fn=reward, ref_model=ref_model,
-                        terminator=prompt.terminator)
+                        terminator=prompt.terminator, stops=stop_texts(prompt, tokenizer))
 
         def eval_fn() -> float:
             return greedy_accuracy(model, tokenizer, evals, prompt, matcher, config.max_new_tokens)

@@ -29,7 +29,7 @@ import torch
 
 from massshift.configio import help_field
 from massshift.data.matching import Matcher
-from massshift.lm.prompts import PromptConfig
+from massshift.lm.prompts import PromptConfig, stop_texts
 from massshift.lm.runtime import torch_threads
 from massshift.lm.sampling import GenerationConfig, generate, stop_token_mask
 from massshift.rundir import init_run_dir, write_json, write_parquet
@@ -67,8 +67,9 @@ def collect_correct(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame,
     prompts = prompt_ids_for(tokenizer, list(facts["question"]), prompt)
     gen_cfg = GenerationConfig(n_samples=config.n_samples, temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, seed=derive_seed(config.seed, "rft"))
-    gens = generate(model, prompts, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator)
-    stop = stop_token_mask(tokenizer, prompt.terminator)
+    stops = stop_texts(prompt, tokenizer)
+    gens = generate(model, prompts, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator, stops=stops)
+    stop = stop_token_mask(tokenizer, prompt.terminator, stops=stops)
     examples: list[Example] = []
     rows = []
     for fid, answers, p, gen in zip(facts["fact_id"], facts["answers"], prompts, gens):

@@ -79,7 +79,7 @@ def gold_examples(tokenizer: Any, facts: pd.DataFrame, prompt: PromptConfig) -> 
     """One example per fact: the prompt and the first alias's continuation (``prompts.encode_pair``)."""
     out = []
     for fid, q, answers in zip(facts["fact_id"], facts["question"], facts["answers"]):
-        p, c = encode_pair(tokenizer, build_prompt(q, prompt, tokenizer), continuation(answers[0], prompt), prompt)
+        p, c = encode_pair(tokenizer, build_prompt(q, prompt, tokenizer), continuation(answers[0], prompt, tokenizer), prompt)
         out.append(Example(str(fid), tuple(p), tuple(c)))
     return out
 

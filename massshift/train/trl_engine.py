@@ -53,7 +53,7 @@ import pandas as pd
 
 from massshift.data.matching import extract_answer
 from massshift.lm.loading import load_model
-from massshift.lm.prompts import PromptConfig, build_prompt
+from massshift.lm.prompts import PromptConfig, build_prompt, stop_texts
 from massshift.lm.runtime import default_device, torch_threads
 from massshift.lm.sampling import stop_token_mask
 from massshift.rundir import init_run_dir, write_json
@@ -143,7 +143,7 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
             first_eval = greedy_accuracy(model, tokenizer, evals, prompt, matcher, config.max_new_tokens)
         original_eos = model.generation_config.eos_token_id
         trainer = _trainer(GRPOTrainer, TRLConfig(**args), model, tokenizer, _dataset(train, prompt, tokenizer),
-                           prompt.terminator, reward, _lora(config), callbacks, progress)
+                           stop_texts(prompt, tokenizer), reward, _lora(config), callbacks, progress)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
         trained = trainer.model
         if hasattr(trained, "peft_config"):
@@ -164,10 +164,11 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
     return TrainResult(log=frame, final_path=out / "final", out_dir=out, model=trained)
 
 
-def _trainer(trainer_cls: Any, args: Any, model: Any, tokenizer: Any, data: Any, terminator: str, reward: Any,
+def _trainer(trainer_cls: Any, args: Any, model: Any, tokenizer: Any, data: Any, stops: Sequence[str], reward: Any,
              peft_config: Any, callbacks: list[Any] | None, progress: bool) -> Any:
-    """The GRPOTrainer, with every token containing the terminator (and EOS) as a stop id for sampling."""
-    model.generation_config.eos_token_id = stop_token_mask(tokenizer, terminator).nonzero()[:, 0].tolist()
+    """The GRPOTrainer, with every token containing a stop (``prompts.stop_texts``: the terminator, a chat
+    template's end-of-turn marker) or EOS as a stop id for sampling."""
+    model.generation_config.eos_token_id = stop_token_mask(tokenizer, stops[0], stops=stops[1:]).nonzero()[:, 0].tolist()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
