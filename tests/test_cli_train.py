@@ -1,4 +1,4 @@
-"""`massshift train rl|sft|rft` and `massshift baselines` on the tiny model, and their config handling."""
+"""`massshift train rl|sft|rft|dpo` and `massshift baselines` on the tiny model, and their config handling."""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ def test_train_sft_and_rft(tmp_path, tiny_model_dir, facts_file):
                               "--set", "max_new_tokens=4"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "rft" / "final" / "config.json").exists()
+
+
+def test_train_dpo_writes_its_settings_pairs_and_checkpoints(tmp_path, tiny_model_dir, facts_file):
+    out = tmp_path / "dpo"
+    res = runner.invoke(app, ["train", "dpo", str(tiny_model_dir), "--facts", str(facts_file), "--out", str(out),
+                              "--samples", "3", "--beta", "0.3", "--pairs-per-question", "2", "--steps", "2",
+                              "--eval-facts", str(facts_file), "--set", "max_new_tokens=4", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((out / "config.yaml").read_text())["dpo"]
+    assert written["beta"] == 0.3 and written["pairs_per_question"] == 2 and written["n_samples"] == 3
+    summary = yaml.safe_load((out / "summary.json").read_text())
+    assert summary["trainer"] == "dpo" and summary["questions"] == len(pd.read_json(facts_file, lines=True))
+    assert len(pd.read_parquet(out / "dpo_pairs.parquet")) == summary["pairs"]
+    assert (out / "base.ckpt").exists() and (out / "dpo.ckpt").exists()
 
 
 @pytest.mark.parametrize("extra,message", [

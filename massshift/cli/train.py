@@ -1,4 +1,4 @@
-"""``massshift train rl|sft|rft`` and ``massshift baselines``: thin wrappers over massshift.train and baselines.
+"""``massshift train rl|sft|rft|dpo`` and ``massshift baselines``: thin wrappers over massshift.train and baselines.
 
 Every field of a trainer's config dataclass can be set: from a YAML file
 (``--config``), from the named options below, or as ``--set field=value``
@@ -38,7 +38,7 @@ from massshift.cli.options import (
     WriteCkpt,
 )
 
-train_app = typer.Typer(no_args_is_help=True, help="Built-in trainers (GRPO, SFT, RFT) that write checkpoints for compare.")
+train_app = typer.Typer(no_args_is_help=True, help="Built-in trainers (GRPO, SFT, RFT, DPO) that write checkpoints for compare.")
 
 
 
@@ -199,6 +199,34 @@ def train_rft_cmd(
     _report(result)
     if ckpt:
         _write_ckpts(model, result, out, held, "rft")
+
+
+@train_app.command("dpo")
+def train_dpo_cmd(
+    model: ModelArg, facts: FactsOpt, out: OutOpt, eval_facts: EvalOpt = None, config: ConfigYaml = None,
+    set_: SetOpt = None, n_samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples per question.")] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO's beta (default 0.1).")] = None,
+    pairs_per_question: Annotated[int | None, typer.Option(help="Most pairs per question (default 1).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the pairs (default 3).")] = None,
+    steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None, match: MatchOpt = None,
+    seed: SeedGiven = None, threads: Threads = None, chat: Chat = False, instruction: Instruction = "",
+    resume: Resume = False, no_progress: NoProgress = False, ckpt: WriteCkpt = True,
+) -> None:
+    """DPO on the model's own samples, a correct against an incorrect answer of the same question (the paper's
+    DPO baseline; massshift.train.dpo)."""
+    from massshift.train.dpo import DPOConfig, train_dpo
+
+    named = {"n_samples": n_samples, "beta": beta, "pairs_per_question": pairs_per_question, "epochs": epochs,
+             "steps": steps, "batch_size": batch_size, "lr": lr, "lora_r": lora_r, "match_mode": match, "seed": seed,
+             "threads": threads}
+    cfg = _settings(DPOConfig, config, named, set_)
+    m, tok = _load(model, threads)
+    held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    result = train_dpo(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
+                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume)
+    _report(result)
+    if ckpt:
+        _write_ckpts(model, result, out, held, "dpo")
 
 
 def baselines(

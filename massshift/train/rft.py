@@ -58,32 +58,50 @@ class RFTConfig(SFTConfig):
         return SFTConfig(**{f.name: getattr(self, f.name) for f in fields(SFTConfig)})
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion of a training question, judged: its text, token ids (stop token included when
+    it stopped), whether it ended with a stop token, and the matcher's verdict."""
+
+    text: str
+    ids: tuple[int, ...]
+    finished: bool
+    correct: bool
+
+
+def sample_judged(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame, prompt: PromptConfig,
+                  config: RFTConfig, matcher: Matcher, stream: str = "rft") -> tuple[list[list[int]], list[list[Sample]]]:
+    """``config.n_samples`` completions per question from ``model`` (seeded by (seed, ``stream``, fact_id)),
+    each judged by ``matcher``; returns the prompt ids and the samples per question, in sample order."""
+    prompts = prompt_ids_for(tokenizer, list(facts["question"]), prompt)
+    gen_cfg = GenerationConfig(n_samples=config.n_samples, temperature=config.temperature,
+                               max_new_tokens=config.max_new_tokens, seed=derive_seed(config.seed, stream))
+    stops = stop_texts(prompt, tokenizer)
+    gens = generate(model, prompts, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator, stops=stops)
+    stop = stop_token_mask(tokenizer, prompt.terminator, stops=stops)
+    judged = [[Sample(text, tuple(ids), bool(ids) and ids[-1] < len(stop) and bool(stop[ids[-1]]),
+                      bool(matcher(text, list(answers))))
+               for text, ids in zip(gen.samples, gen.sample_ids)]
+              for answers, gen in zip(facts["answers"], gens)]
+    return prompts, judged
+
+
 def collect_correct(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame, prompt: PromptConfig,
                     config: RFTConfig, matcher: Matcher) -> tuple[list[Example], pd.DataFrame]:
     """Sample, keep the correct finished completions, dedupe per question.
 
     Returns the examples and a table (fact_id, n_samples, n_correct, n_kept).
     """
-    prompts = prompt_ids_for(tokenizer, list(facts["question"]), prompt)
-    gen_cfg = GenerationConfig(n_samples=config.n_samples, temperature=config.temperature,
-                               max_new_tokens=config.max_new_tokens, seed=derive_seed(config.seed, "rft"))
-    stops = stop_texts(prompt, tokenizer)
-    gens = generate(model, prompts, list(facts["fact_id"]), tokenizer, gen_cfg, prompt.terminator, stops=stops)
-    stop = stop_token_mask(tokenizer, prompt.terminator, stops=stops)
+    prompts, judged = sample_judged(model, tokenizer, facts, prompt, config, matcher)
     examples: list[Example] = []
     rows = []
-    for fid, answers, p, gen in zip(facts["fact_id"], facts["answers"], prompts, gens):
+    for fid, p, samples in zip(facts["fact_id"], prompts, judged):
         seen: set[tuple[int, ...]] = set()
-        n_correct = 0
-        for text, ids in zip(gen.samples, gen.sample_ids):
-            if not matcher(text, list(answers)):
-                continue
-            n_correct += 1
-            key = tuple(ids)
-            if ids[-1] < len(stop) and bool(stop[ids[-1]]) and key not in seen:
-                seen.add(key)
-                examples.append(Example(str(fid), tuple(p), key))
-        rows.append({"fact_id": str(fid), "n_samples": len(gen.samples), "n_correct": n_correct,
+        for s in samples:
+            if s.correct and s.finished and s.ids not in seen:
+                seen.add(s.ids)
+                examples.append(Example(str(fid), tuple(p), s.ids))
+        rows.append({"fact_id": str(fid), "n_samples": len(samples), "n_correct": sum(s.correct for s in samples),
                      "n_kept": len(seen)})
     return examples, pd.DataFrame(rows)
 
