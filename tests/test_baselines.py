@@ -1,4 +1,5 @@
-"""Baselines: majority vote on hand-made samples, k-shot shots never from the test facts, accuracy table."""
+"""Baselines: majority vote on hand-made samples, k-shot shots never from the test facts, chain of thought
+against a plain greedy loop, accuracy table."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import pandas as pd
 import pytest
 
 from conftest import FACTS
+from massshift.data.matching import MatchConfig
 from massshift.lm.prompts import PromptConfig, build_prompt
 from massshift.studies.baselines import (
+    COT_INSTRUCTION,
     BaselineConfig,
     accuracy_table,
     baseline_accuracy,
+    cot_baseline,
     draw_shots,
     majority_vote,
     run_baselines,
@@ -68,7 +72,7 @@ def test_run_baselines_rows_and_kshot_never_uses_test_facts(tiny_model, tokenize
         return real(tok, questions, prompt)
 
     monkeypatch.setattr(bl, "prompt_ids_for", spy)
-    cfg = BaselineConfig(n_samples=4, max_new_tokens=3, shots=2, n_boot=200)
+    cfg = BaselineConfig(methods=("greedy", "majority", "kshot"), n_samples=4, max_new_tokens=3, shots=2, n_boot=200)
     out = run_baselines(tiny_model, tokenizer, test, train, cfg)
     assert list(out.columns) == ["fact_id", "method", "prediction", "correct"]
     assert out.groupby("method").size().to_dict() == {"greedy": 3, "majority@4": 3, "2-shot": 3}
@@ -97,9 +101,45 @@ def test_accuracy_table_values():
 
 def test_baseline_config_validation_and_yaml(tmp_path):
     with pytest.raises(ValueError, match="methods must be"):
-        BaselineConfig(methods=("greedy", "cot"))
+        BaselineConfig(methods=("greedy", "tot"))
+    with pytest.raises(ValueError, match="cot_tokens must be >= 1"):
+        BaselineConfig(cot_tokens=0)
     with pytest.raises(ValueError, match="shots must be >= 1"):
         BaselineConfig(shots=0)
     cfg = BaselineConfig(methods=("majority",), n_samples=8)
     cfg.to_yaml(tmp_path / "b.yaml")
     assert BaselineConfig.from_yaml(tmp_path / "b.yaml") == cfg
+
+
+def greedy_loop(model, tokenizer, text: str, max_new: int, ends) -> str:
+    """Greedy decoding by full forward passes (no cache): the generated text, the stopping token included."""
+    import torch
+
+    ids = tokenizer(text).input_ids
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new):
+            t = int(model(torch.tensor([ids + out])).logits[0, -1].argmax())
+            out.append(t)
+            if t == tokenizer.eos_token_id or any(e in tokenizer.decode([t]) for e in ends):
+                break
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_chain_of_thought_is_two_greedy_passes_around_the_marker(tiny_model, tokenizer, facts):
+    test = facts.iloc[:3]
+    cfg = BaselineConfig(methods=("cot",), cot_tokens=10, max_new_tokens=4)
+    out = run_baselines(tiny_model, tokenizer, test, None, cfg)
+    assert out["method"].unique().tolist() == ["CoT"] and len(out) == 3
+    for row, q, answers in zip(out.itertuples(), test["question"], test["answers"]):
+        first = f"Q: {q}\n{COT_INSTRUCTION}\nA: Let's think step by step."
+        thought = greedy_loop(tiny_model, tokenizer, first, 10, ["\n\n"]).split("\n\n")[0]
+        assert row.marker == ("Answer:" in thought)
+        reasoning = thought.split("Answer:")[0].rstrip()
+        assert row.reasoning == reasoning
+        answer = greedy_loop(tiny_model, tokenizer, f"{first}{reasoning}\nAnswer:", 4, ["\n"]).split("\n")[0]
+        assert row.prediction == answer.strip().rstrip(".").strip()
+        assert row.correct == MatchConfig().matcher()(row.prediction, list(answers))
+    # the same facts one at a time: nothing depends on the batch
+    alone = pd.concat([cot_baseline(tiny_model, tokenizer, test.iloc[[i]], cfg, PromptConfig()) for i in range(3)])
+    assert alone["prediction"].tolist() == out["prediction"].tolist()

@@ -57,7 +57,7 @@ def test_quick_study_files_and_consistency(quick_run):
     for name in ("config.yaml", "env.json", "summary.json", "results.csv", "results.md", "selection.csv",
                  "choice.json", "split/train.jsonl", "split/val.jsonl", "split/test.jsonl"):
         assert (out / name).exists(), name
-    for model in ("grpo", "sft", "rft"):
+    for model in ("grpo", "sft", "rft", "dpo"):
         assert (out / model / "final" / "config.json").exists()
         assert (out / f"compare-{model}" / "report.md").exists()
         assert (out / f"compare-{model}" / "figures" / "transitions.png").exists()
@@ -69,11 +69,14 @@ def test_quick_study_files_and_consistency(quick_run):
     choice = json.loads((out / "choice.json").read_text())
     assert choice["val_accuracy"] == pytest.approx(selection["val_accuracy"].max())
     results = pd.read_csv(out / "results.csv").set_index("method")
-    assert {"base, zero-shot greedy", "GRPO", "SFT", "RFT", "base, majority@4", "base, 3-shot"} <= set(results.index)
+    assert {"base, zero-shot greedy", "GRPO", "SFT", "RFT", "DPO", "base, majority@4", "base, 3-shot",
+            "base, CoT", "constant answer"} <= set(results.index)
+    dpo = json.loads((out / "dpo" / "summary.json").read_text())
+    assert dpo["steps"] == (4 if dpo["pairs"] else 0)  # GRPO's budget, when there is a pair to train on
     assert (results["n"] == 24).all() and (results["ci_low"] <= results["accuracy"]).all()
     assert (results["accuracy"] <= results["ci_high"]).all()
     base_acc = results.loc["base, zero-shot greedy", "accuracy"]
-    for method, model in (("GRPO", "grpo"), ("SFT", "sft"), ("RFT", "rft")):
+    for method, model in (("GRPO", "grpo"), ("SFT", "sft"), ("RFT", "rft"), ("DPO", "dpo")):
         scores = pd.read_parquet(out / "scores" / f"{model}.parquet")
         assert results.loc[method, "accuracy"] == pytest.approx(scores["greedy_correct"].mean())
         cmp = json.loads((out / f"compare-{model}" / "summary.json").read_text())

@@ -50,7 +50,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkp
 EvalOpt = Annotated[Path | None, typer.Option("--eval-facts", help="Held-out facts for greedy accuracy during training.")]
 ConfigYaml = Annotated[Path | None, typer.Option("--config", help="YAML file of trainer settings.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any trainer setting as field=value (repeatable).")]
-WriteCkpt = Annotated[bool, typer.Option("--ckpt/--no-ckpt", help="Also write OUT/base.ckpt and OUT/<rl|sft|rft>.ckpt: self-describing files carrying the --eval-facts, so `massshift compare base.ckpt rl.ckpt` in OUT needs no other argument.")]
+WriteCkpt = Annotated[bool, typer.Option("--ckpt/--no-ckpt", help="Also write OUT/base.ckpt and OUT/<rl|sft|rft|dpo>.ckpt: self-describing files carrying the --eval-facts, so `massshift compare base.ckpt rl.ckpt` in OUT needs no other argument.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")]
 Steps = Annotated[int | None, typer.Option(help="Optimizer steps.")]
 StepBatch = Annotated[int | None, typer.Option("--batch-size", help="Questions (RL) or examples (SFT) per step.")]

@@ -40,7 +40,7 @@ def demo(
 
 
 def study(
-    name: Annotated[str, typer.Argument(help="The study: smollm2-countries (SmolLM2-135M-Instruct on country facts).")],
+    name: Annotated[str, typer.Argument(help="The study: countries (--model on real country facts; smollm2-countries is an alias).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (reused stage by stage when settings match).")],
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and runs (a few minutes on one thread; for tests).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
@@ -49,7 +49,8 @@ def study(
     base_only: Annotated[bool, typer.Option("--base-only", help="Stop after the prompt choice and the base scores (no training).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
 ) -> None:
-    """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT, compare, tabulate."""
+    """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT/DPO, compare, tabulate
+    (with majority vote, k-shot, chain of thought and the constant answer)."""
     from massshift.studies.countries import StudyConfig, run_study
 
     try:

@@ -1,4 +1,4 @@
-"""Inference-time baselines: majority vote over samples and k-shot prompting.
+"""Inference-time baselines: majority vote over samples, k-shot prompting and chain-of-thought prompting.
 
 The paper compares RL with these (arXiv 2605.07153, "majority voting" and
 prompting baselines). Both use massshift's one definition of correct
@@ -13,6 +13,13 @@ prompting baselines). Both use massshift's one definition of correct
   own format (``PromptConfig.shots``); the greedy answer is scored. Train facts
   that share a fact id or a normalised question with any test fact are removed
   from the pool first (with a warning), and every drawn shot is checked again.
+- **chain of thought** (``CoT``): the paper's inference-time reasoning baseline, in two greedy passes
+  (zero-shot CoT, Kojima et al. 2022). First the question with ``COT_INSTRUCTION`` after it (in place of
+  any ``instruction``, which usually asks for the name only) and the answer begun with ``COT_LEAD``; the
+  model reasons for up to ``cot_tokens`` tokens, stopping at a blank line, its end of turn or EOS, and its
+  text is cut before its first ``Answer:``. Then the same prompt, the lead, that reasoning and the marker
+  ``\nAnswer:``: the greedy continuation up to the terminator is the prediction, judged like every other.
+  ``reasoning`` and ``marker`` (whether the model wrote the marker itself) are in its rows.
 - **greedy**: the zero-shot greedy answer, from the same generation call as the
   majority vote's samples; the reference row.
 
@@ -35,14 +42,17 @@ import torch
 
 from massshift.configio import ConfigIO, help_field
 from massshift.data.matching import MatchConfig, normalize
-from massshift.lm.prompts import PromptConfig, stop_texts
+from massshift.lm.prompts import PromptConfig, build_prompt, encode_prompt, stop_texts
 from massshift.lm.sampling import GenerationConfig, generate
 from massshift.seeds import derive_seed
 from massshift.train.common import check_facts, prompt_ids_for
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("greedy", "majority", "kshot")
+METHODS = ("greedy", "majority", "kshot", "cot")
+COT_INSTRUCTION = "Think step by step, then give the final answer on a last line that starts with 'Answer:'."
+COT_LEAD = "Let's think step by step."
+COT_MARKER = "Answer:"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class BaselineConfig(ConfigIO):
     temperature: float = help_field(1.0, help="Sampling temperature of the majority vote.")
     max_new_tokens: int = help_field(16, help="Most generated tokens per answer.")
     shots: int = help_field(5, help="k, the number of train examples in a k-shot prompt.")
+    cot_tokens: int = help_field(128, help="Most reasoning tokens of the chain-of-thought baseline.")
     seed: int = help_field(0, help="Seeds the samples and the choice of shots.")
     match_mode: str = help_field("exact", help="exact or contains (massshift.data.matching).")
     max_words: int = help_field(12, help="Under contains, longer predictions are wrong.")
@@ -70,6 +81,7 @@ class BaselineConfig(ConfigIO):
             (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
             (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
             (self.shots >= 1, f"shots must be >= 1 (k of k-shot), got {self.shots}"),
+            (self.cot_tokens >= 1, f"cot_tokens must be >= 1 (e.g. 128), got {self.cot_tokens}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.match_mode in ("exact", "contains"),
              f"match_mode must be 'exact' or 'contains', got {self.match_mode!r}"),
@@ -159,6 +171,30 @@ def kshot_baseline(model: torch.nn.Module, tokenizer: Any, test_facts: pd.DataFr
                               config.matcher(prompt.terminator)))
 
 
+def cot_baseline(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame, config: BaselineConfig,
+                 prompt: PromptConfig) -> pd.DataFrame:
+    """Zero-shot chain of thought (module docstring): reason, then answer after the marker."""
+    cot = dataclasses.replace(prompt, instruction="", question_prefixes=())
+    questions = [f"{q}\n{COT_INSTRUCTION}" for q in facts["question"]]
+    ids = list(facts["fact_id"])
+    stops = stop_texts(cot, tokenizer)
+    first = [encode_prompt(tokenizer, build_prompt(q, cot, tokenizer, prefix=COT_LEAD), cot) for q in questions]
+    thoughts = generate(model, first, ids, tokenizer, GenerationConfig(n_samples=0, max_new_tokens=config.cot_tokens),
+                        "\n\n", stops=tuple(s for s in stops if s != cot.terminator))
+    raw = [tokenizer.decode(g.greedy_ids, skip_special_tokens=True) for g in thoughts]
+    for s in stops[1:]:
+        raw = [t.split(s, 1)[0] for t in raw]
+    reasoning = [t.split("\n\n", 1)[0].split(COT_MARKER, 1)[0].rstrip() for t in raw]
+    second = [encode_prompt(tokenizer, build_prompt(q, cot, tokenizer, prefix=f"{COT_LEAD}{r}\n{COT_MARKER}"), cot)
+              for q, r in zip(questions, reasoning)]
+    answers = generate(model, second, ids, tokenizer, GenerationConfig(n_samples=0, max_new_tokens=config.max_new_tokens),
+                       cot.terminator, stops=stops)
+    rows = _rows(facts, "CoT", [g.greedy.strip().rstrip(".").strip() for g in answers], config.matcher(cot.terminator))
+    for row, r, t in zip(rows, reasoning, raw):
+        row.update(reasoning=r, marker=COT_MARKER in t.split("\n\n", 1)[0])
+    return pd.DataFrame(rows)
+
+
 def run_baselines(model: torch.nn.Module, tokenizer: Any, test_facts: pd.DataFrame,
                   train_facts: pd.DataFrame | None = None, config: BaselineConfig | None = None,
                   prompt: PromptConfig | None = None) -> pd.DataFrame:
@@ -174,6 +210,8 @@ def run_baselines(model: torch.nn.Module, tokenizer: Any, test_facts: pd.DataFra
         if train_facts is None:
             raise ValueError("the k-shot baseline draws its shots from train_facts; pass them or drop 'kshot'")
         parts.append(kshot_baseline(model, tokenizer, test, check_facts(train_facts, "train_facts"), config, prompt))
+    if "cot" in config.methods:
+        parts.append(cot_baseline(model, tokenizer, test, config, prompt))
     return pd.concat(parts, ignore_index=True)
 
 

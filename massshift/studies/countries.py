@@ -1,6 +1,7 @@
-"""``massshift study smollm2-countries``: the paper's study on a real model and real facts, on a CPU.
+"""``massshift study countries --model M``: the paper's study on a real model and real facts, on a CPU.
 
-SmolLM2-135M-Instruct (``lm.loading.load_model("smollm2-135m")``, offline) on one-hop country facts
+Any checkpoint ``load_model`` takes (default SmolLM2-135M-Instruct, ``"smollm2-135m"``, offline; the name
+``smollm2-countries`` is an alias) on one-hop country facts
 (``data.countries.country_facts``). Stages, each reused when its settings are unchanged
 (``pipeline.run_stage``), all under one run directory ``OUT``:
 
@@ -13,15 +14,17 @@ SmolLM2-135M-Instruct (``lm.loading.load_model("smollm2-135m")``, offline) on on
    and without per-relation answer prefixes (``lm.prefill``, frozen into
    ``PromptConfig.question_prefixes`` so trainers see them), matched ``exact`` or ``contains``;
 3. ``scores/base.parquet``: base scores on the test facts (samples, distractors);
-4. ``grpo/``, ``sft/``, ``rft/``: GRPO on the train facts and the SFT and RFT baselines with the
-   same budget (the same train facts, optimizer steps and questions per step); the reward is
-   the chosen matching with the anti-hedging rule (an answer naming another value of the
-   relation is wrong) under ``contains``;
-5. ``compare-grpo/``, ``compare-sft/``, ``compare-rft/``: ``report.compare.write_compare_report`` of
-   each trained model against the base on the test facts;
+4. ``grpo/``, ``sft/``, ``rft/``, ``dpo/``: GRPO on the train facts and the SFT, RFT and DPO
+   baselines with the same budget (the same train facts, optimizer steps and questions per step;
+   DPO's pairs are the base model's own samples, a correct against an incorrect answer); the reward
+   (RFT's and DPO's verdict) is the chosen matching with the anti-hedging rule (an answer naming
+   another value of the relation is wrong) under ``contains``;
+5. ``compare-<method>/``: ``report.compare.write_compare_report`` of each trained model against the
+   base on the test facts;
 6. ``results.csv`` / ``results.md``: held-out greedy accuracy of every method with bootstrap CIs
-   and the relative gain over the base's greedy accuracy, with majority vote and k-shot of the
-   base (``pipeline.method_results``), like the paper's main table;
+   and the relative gain over the base's greedy accuracy, with majority vote, k-shot and
+   chain-of-thought prompting of the base and the constant answer (``pipeline.method_results``),
+   like the paper's main table;
 7. ``summary.json``: sizes, the choice, timings, the GRPO transition matrix and redistribution.
 
 Hyper-parameters that were not tuned (the learning rates, steps, LoRA or full fine-tuning)
@@ -43,10 +46,11 @@ from massshift.configio import help_field
 from massshift.data.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.studies.pipeline import Stages, config_key, headline, method_results
+from massshift.studies.results import results_markdown, with_relative_gain
 
 logger = logging.getLogger(__name__)
 
-STUDIES = ("smollm2-countries",)
+STUDIES = ("countries", "smollm2-countries")  # the second: the first name, kept as an alias
 RELATION_PREFIXES = {
     "capital": "The capital of {subject} is",
     "currency": "The currency of {subject} is the",
@@ -84,12 +88,18 @@ def _rft() -> Any:
     return RFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
 
 
+def _dpo(steps: int) -> Any:
+    from massshift.train.dpo import DPOConfig
+
+    return DPOConfig(steps=steps, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Settings of the study (written to OUT/config.yaml); ``quick`` shrinks the default sizes, and the
     trainers' seed and threads are the study's."""
 
-    name: str = help_field("smollm2-countries", help=f"The study ({', '.join(STUDIES)}).")
+    name: str = help_field("countries", help=f"The study ({', '.join(STUDIES)}).")
     seed: int = help_field(0, help="One seed for the split, sampling and training.")
     quick: bool = help_field(False, help="Tiny sizes and runs (for the tests; a few minutes on one thread).")
     model: str = help_field("smollm2-135m", help="The checkpoint studied (a load_model spec).")
@@ -103,6 +113,7 @@ class StudyConfig:
     grpo: Any = help_field(None, help="The GRPOConfig (None: the study's; one pass over the train facts).")
     sft: Any = help_field(None, help="The SFTConfig (None: the study's, with GRPO's budget).")
     rft: Any = help_field(None, help="The RFTConfig (None: the study's, with GRPO's budget).")
+    dpo: Any = help_field(None, help="The DPOConfig (None: the study's, GRPO's optimizer steps over the pairs).")
     threads: int | None = help_field(None, help="Torch CPU threads (None: the cores not already busy).")
     base_only: bool = help_field(False, help=(
         "Stop after choosing the prompt and scoring the base model (a second model family where the CPU "
@@ -124,6 +135,7 @@ class StudyConfig:
         object.__setattr__(self, "grpo", replace(self.grpo or _grpo(q), seed=self.seed, threads=self.threads))
         object.__setattr__(self, "sft", replace(self.sft or _sft(), seed=self.seed, threads=self.threads))
         object.__setattr__(self, "rft", replace(self.rft or _rft(), seed=self.seed, threads=self.threads))
+        object.__setattr__(self, "dpo", replace(self.dpo or _dpo(self.grpo.steps), seed=self.seed, threads=self.threads))
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -314,16 +326,18 @@ def _score(out: Path, test: pd.DataFrame, score_cfg: Any, model: Any, tok: Any, 
 def _trainers(cfg: StudyConfig, mode: str, everything: pd.DataFrame) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     """name -> (trainer, its config under the chosen matching, its extra arguments); under ``contains`` the
     reward and RFT's matcher carry the anti-hedging rule."""
+    from massshift.train.dpo import train_dpo
     from massshift.train.grpo import train_grpo
     from massshift.train.rft import train_rft
     from massshift.train.sft import train_sft
 
     reward = contains_reward(relation_values(everything)) if mode == "contains" else None
+    verdict = (lambda t, a: reward(t, a) > 0) if reward else None
     return {
         "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
         "sft": (train_sft, replace(cfg.sft, match_mode=mode), {}),
-        "rft": (train_rft, replace(cfg.rft, match_mode=mode),
-                {"matcher": (lambda t, a: reward(t, a) > 0) if reward else None}),
+        "rft": (train_rft, replace(cfg.rft, match_mode=mode), {"matcher": verdict}),
+        "dpo": (train_dpo, replace(cfg.dpo, match_mode=mode), {"matcher": verdict}),
     }
 
 
@@ -344,9 +358,10 @@ def _results(cfg: StudyConfig, train: pd.DataFrame, test: pd.DataFrame, scores: 
     """The main table: every method's held-out accuracy with CIs and its gain over the base's greedy accuracy."""
     from massshift.studies.baselines import BaselineConfig
 
-    bcfg = BaselineConfig(methods=("majority", "kshot"), n_samples=cfg.n_samples, max_new_tokens=cfg.max_new_tokens,
-                          shots=3, seed=cfg.seed, match_mode=mode)
-    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT"}
+    bcfg = BaselineConfig(methods=("majority", "kshot", "cot"), n_samples=cfg.n_samples,
+                          max_new_tokens=cfg.max_new_tokens, shots=3, cot_tokens=32 if cfg.quick else 128,
+                          seed=cfg.seed, match_mode=mode)
+    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT", "dpo": "DPO"}
     results = method_results(cfg.model, train, test, {labels[k]: v for k, v in scores.items()}, bcfg, prompt)
     return with_relative_gain(results, labels["base"])
 
@@ -368,31 +383,3 @@ def _base_only_summary(out: Path, cfg: StudyConfig, stages: Stages, head: dict[s
                       "formats": format_summary(base_scores, StateConfig().threshold)}
     write_json(out / "summary.json", summary)
     return summary
-
-
-def with_relative_gain(results: pd.DataFrame, base_method: str) -> pd.DataFrame:
-    """``results`` with ``relative_gain`` = accuracy / the base's greedy accuracy - 1 (NaN when it is 0)."""
-    base = float(results.loc[results["method"] == base_method, "accuracy"].iloc[0])
-    out = results.copy()
-    out["relative_gain"] = out["accuracy"] / base - 1 if base > 0 else float("nan")
-    return out
-
-
-def results_markdown(summary: dict[str, Any]) -> str:
-    """The main table (held-out greedy accuracy, CIs, relative gain) and the GRPO transitions, as markdown."""
-    n = summary["n_facts"]
-    lines = [f"# {summary['study']}: {summary['model']}, seed {summary['seed']}", "",
-             f"Facts: {n['train']} RL-train, {n['val']} validation, {n['test']} held-out test (pool {n['pool']}); "
-             f"prompt and matching chosen on validation: `{summary['choice']['candidate']}` "
-             f"(validation accuracy {100 * summary['choice']['val_accuracy']:.1f}%).", "",
-             "| method | held-out accuracy | 95% CI | relative gain |", "|---|---|---|---|"]
-    for row in summary["results"]:
-        lines.append(f"| {row['method']} | {100 * row['accuracy']:.1f}% | [{100 * row['ci_low']:.1f}, "
-                     f"{100 * row['ci_high']:.1f}] | {100 * row['relative_gain']:+.1f}% |")
-    red = summary["grpo_redistribution"]
-    lines += ["", f"GRPO: {red['n_new_greedy']} facts became greedy-correct, {red['from_tail']} of them "
-              f"tail-correct in the base and {red['from_absent']} absent (criterion `{red['criterion']}`).", "",
-              "| base \\ GRPO | greedy-correct | tail-correct | absent |", "|---|---|---|---|"]
-    for b, row in summary["grpo_transitions"].items():
-        lines.append(f"| {b} | " + " | ".join(str(v) for v in row.values()) + " |")
-    return "\n".join(lines) + "\n"
