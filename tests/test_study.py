@@ -20,11 +20,29 @@ from massshift.studies.countries import StudyConfig, prompt_candidates, split_st
 def test_split_sizes_and_disjoint():
     from massshift.data.countries import country_facts
 
-    parts = split_study_facts(country_facts(), StudyConfig())
+    parts = split_study_facts(country_facts(), StudyConfig(size="cpu"))
     assert {k: len(v) for k, v in parts.items()} == {"test": 80, "val": 32, "train": 64}
     assert verify_disjoint(parts["train"], parts["test"]) == [] and verify_disjoint(parts["val"], parts["test"]) == []
-    again = split_study_facts(country_facts(), StudyConfig())
+    again = split_study_facts(country_facts(), StudyConfig(size="cpu"))
     assert list(again["test"]["fact_id"]) == list(parts["test"]["fact_id"])
+    full = split_study_facts(country_facts(), StudyConfig())  # the default size is the issue's: 300 / 100 / 500
+    assert {k: len(v) for k, v in full.items()} == {"test": 300, "val": 100, "train": 500}
+    assert verify_disjoint(full["train"], full["test"]) == [] and verify_disjoint(full["val"], full["test"]) == []
+
+
+def test_study_sizes_and_their_errors():
+    full, cpu = StudyConfig(), StudyConfig(size="cpu")
+    assert (full.n_samples, full.lr_grid, full.grpo_seeds, full.grpo.lora_r, full.grpo.steps) == (
+        32, (1e-4, 3e-4, 1e-3), 3, 16, 40)
+    assert (full.grpo.batch_size, full.grpo.num_generations) == (8, 8)
+    assert all(getattr(full, t).steps == 40 and getattr(full, t).batch_size == 8 for t in ("sft", "rft", "dpo"))
+    assert (cpu.n_test, cpu.lr_grid, cpu.grpo_seeds, cpu.grpo.lr, cpu.dpo.steps) == (80, (), 1, 2e-5, 16)
+    assert StudyConfig(quick=True).size == "quick" and StudyConfig(size="quick").quick
+    assert StudyConfig(size="cpu", n_test=50, lr_grid=["1e-4"]).lr_grid == (1e-4,)
+    for kwargs, message in (({"size": "huge"}, "size must be one of"), ({"grpo_seeds": 0}, "grpo_seeds must be >= 1"),
+                            ({"lr_grid": (0.0,)}, "lr_grid"), ({"name": "x"}, "unknown study")):
+        with pytest.raises(ValueError, match=message):
+            StudyConfig(**kwargs)
 
 
 def test_candidates_and_reward_values():
@@ -33,6 +51,8 @@ def test_candidates_and_reward_values():
                           "object": ["Havana", "Americas"], "answers": [["Havana"], ["Americas", "South America"]]})
     cands = dict(prompt_candidates(facts))
     assert list(cands) == ["plain", "chat", "plain+prefix", "chat+prefix"]
+    other = facts.assign(relation=["author", "genre"])  # no relation with a prefix: no prefix candidates
+    assert [n for n, _ in prompt_candidates(other)] == ["plain", "chat"]
     assert cands["plain+prefix"].fact_prefix(question="What is the capital of Cuba?") == "The capital of Cuba is"
     assert relation_values(facts)[("Havana",)] == []  # one capital: no other value of the relation
 
@@ -102,3 +122,41 @@ def test_base_only_study_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert len(scores) == 24 and summary["results"][0]["accuracy"] == pytest.approx(scores["greedy_correct"].mean())
     assert sum(summary["states"].values()) == 24
     assert not (tmp_path / "grpo").exists()
+
+
+def test_grid_seeds_and_relations_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """The learning-rate grid is chosen on validation accuracy, GRPO's extra seeds are trained at the chosen
+    rate, every model is in results.csv and per relation, and the numbers agree with the score tables."""
+    from massshift.studies.countries import run_study
+
+    cfg = StudyConfig(quick=True, model=str(tiny_model_dir), threads=1, lr_grid=(1e-3, 1e-2), grpo_seeds=2,
+                      cot_tokens=4, n_test=12, n_val=8, n_train=8)
+    summary = run_study(tmp_path, cfg)
+    sel = pd.read_csv(tmp_path / "lr_selection.csv")
+    for method in ("GRPO", "SFT", "RFT", "DPO"):
+        rows = sel[sel["method"] == method]
+        assert rows["lr"].tolist() == [1e-3, 1e-2] and rows["chosen"].sum() == 1
+        accs = rows["val_accuracy"].tolist()
+        chosen = int(rows["chosen"].to_numpy().argmax())
+        assert accs[chosen] == max(accs) and (accs[0] < accs[chosen] or chosen == 0)  # ties: the earlier rate
+        for run in rows["run"]:
+            assert (tmp_path / run / "final" / "config.json").exists()
+    seed_row = sel[sel["method"] == "GRPO (seed 1)"].iloc[0]
+    chosen_lr = sel[(sel["method"] == "GRPO") & sel["chosen"]]["lr"].iloc[0]
+    assert seed_row["lr"] == chosen_lr and seed_row["seed"] == 1
+    results = pd.read_csv(tmp_path / "results.csv").set_index("method")
+    assert {"GRPO", "GRPO (seed 1)", "SFT", "RFT", "DPO", "base, CoT", "base, 3-shot", "constant answer"} <= set(results.index)
+    seeded = pd.read_parquet(tmp_path / "scores" / "grpo-seed1.parquet")
+    assert results.loc["GRPO (seed 1)", "accuracy"] == pytest.approx(seeded["greedy_correct"].mean())
+    spread = summary["grpo_seeds"]
+    accs = [results.loc["GRPO", "accuracy"], results.loc["GRPO (seed 1)", "accuracy"]]
+    assert spread["mean"] == pytest.approx(sum(accs) / 2)
+    assert spread["sd"] == pytest.approx(pd.Series(accs).std(ddof=1))
+    by_rel = pd.read_csv(tmp_path / "results_by_relation.csv")
+    test = load_facts(tmp_path / "split" / "test.jsonl")
+    for method, rows in by_rel.groupby("method"):
+        assert rows["n"].sum() == len(test)
+        assert (rows["accuracy"] * rows["n"]).sum() / len(test) == pytest.approx(results.loc[method, "accuracy"])
+    assert dict(zip(by_rel[by_rel["method"] == "GRPO"]["relation"], by_rel[by_rel["method"] == "GRPO"]["n"])) == \
+        test["relation"].value_counts().to_dict()
+    assert "## Per relation" in (tmp_path / "results.md").read_text()

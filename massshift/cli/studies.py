@@ -42,20 +42,35 @@ def demo(
 def study(
     name: Annotated[str, typer.Argument(help="The study: countries (--model on real country facts; smollm2-countries is an alias).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (reused stage by stage when settings match).")],
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and runs (a few minutes on one thread; for tests).")] = False,
+    size: Annotated[str, typer.Option("--size", help="full (300 test facts, lr grid, 3 GRPO seeds: hours on a CPU), cpu (80 test facts, about 30 minutes) or quick.")] = "full",
+    quick: Annotated[bool, typer.Option("--quick", help="The same as --size quick (a few minutes on one thread; for tests).")] = False,
+    facts: Annotated[list[Path] | None, typer.Option("--facts", "-f", help="Fact files to study instead of the built-in country facts (repeatable; e.g. PopQA's parquet).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and training.")] = 0,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: the cores not already busy).")] = None,
     model: Annotated[str, typer.Option("--model", help="Checkpoint studied (any form `massshift score` loads).")] = "smollm2-135m",
     base_only: Annotated[bool, typer.Option("--base-only", help="Stop after the prompt choice and the base scores (no training).")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="field=value of StudyConfig (n_test, n_val, n_train, n_samples, distractors, lr_grid, grpo_seeds, cot_tokens, max_new_tokens); repeatable.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
 ) -> None:
-    """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT/DPO, compare, tabulate
-    (with majority vote, k-shot, chain of thought and the constant answer)."""
+    """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT/DPO (learning rate chosen on
+    validation), compare, tabulate with majority vote, k-shot, chain of thought and the constant answer."""
+    import yaml
+
     from massshift.studies.countries import StudyConfig, run_study
 
+    missing = [str(f) for f in facts or [] if not f.exists()]
+    if missing:
+        _fail(f"--facts: no such file: {', '.join(missing)}")
+    extra: dict[str, object] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in SETTABLE:
+            _fail(f"--set expects field=value with field one of {', '.join(SETTABLE)}, got {item!r}")
+        extra[key.strip()] = yaml.safe_load(value)
     try:
-        cfg = StudyConfig(name=name, seed=seed, quick=quick, threads=threads, model=model, base_only=base_only)
-    except ValueError as err:
+        cfg = StudyConfig(name=name, seed=seed, size=size, quick=quick, threads=threads, model=model,
+                          base_only=base_only, facts=tuple(str(f) for f in facts or ()), **extra)
+    except (ValueError, TypeError) as err:
         _fail(str(err))
     summary = run_study(out, cfg, progress=not no_progress)
     typer.echo(f"chosen on validation: {summary['choice']['candidate']} "
@@ -64,4 +79,12 @@ def study(
     for row in summary["results"]:
         typer.echo(f"  {row['method']:>24}: {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
                    f"  relative {row['relative_gain']:+.1%}")
+    if summary.get("grpo_seeds"):
+        sp = summary["grpo_seeds"]
+        typer.echo(f"GRPO over {len(sp['accuracy'])} seeds: {sp['mean']:.1%} +/- {sp['sd']:.1%} (sd), "
+                   f"gain {sp['gain_mean']:+.1%} +/- {sp['gain_sd']:.1%}")
     typer.echo(f"total {summary['timings_s']['total']:.0f} s; {out / 'summary.json'}")
+
+
+SETTABLE = ("n_test", "n_val", "n_train", "n_samples", "distractors", "lr_grid", "grpo_seeds", "cot_tokens",
+            "max_new_tokens")

@@ -1,8 +1,8 @@
 """``massshift study countries --model M``: the paper's study on a real model and real facts, on a CPU.
 
 Any checkpoint ``load_model`` takes (default SmolLM2-135M-Instruct, ``"smollm2-135m"``, offline; the name
-``smollm2-countries`` is an alias) on one-hop country facts
-(``data.countries.country_facts``). Stages, each reused when its settings are unchanged
+``smollm2-countries`` is an alias) on one-hop country facts (``data.countries.country_facts``) or on the
+fact files of ``StudyConfig.facts`` (PopQA's parquet, say), at one of the sizes of ``study_config``. Stages, each reused when its settings are unchanged
 (``pipeline.run_stage``), all under one run directory ``OUT``:
 
 1. ``split/``: a fact-level split (``data.split.split_facts``) into test facts and the rest, and from
@@ -14,43 +14,44 @@ Any checkpoint ``load_model`` takes (default SmolLM2-135M-Instruct, ``"smollm2-1
    and without per-relation answer prefixes (``lm.prefill``, frozen into
    ``PromptConfig.question_prefixes`` so trainers see them), matched ``exact`` or ``contains``;
 3. ``scores/base.parquet``: base scores on the test facts (samples, distractors);
-4. ``grpo/``, ``sft/``, ``rft/``, ``dpo/``: GRPO on the train facts and the SFT, RFT and DPO
-   baselines with the same budget (the same train facts, optimizer steps and questions per step;
-   DPO's pairs are the base model's own samples, a correct against an incorrect answer); the reward
+4. ``grpo*/``, ``sft*/``, ``rft*/``, ``dpo*/``, ``lr_selection.csv``: GRPO on the train facts and the
+   SFT, RFT and DPO baselines with the same budget (the same train facts, optimizer steps and questions
+   per step; DPO's pairs are the base model's own samples, a correct against an incorrect answer), each
+   learning rate of the grid chosen on validation, GRPO's extra seeds (``study_train``); the reward
    (RFT's and DPO's verdict) is the chosen matching with the anti-hedging rule (an answer naming
    another value of the relation is wrong) under ``contains``;
 5. ``compare-<method>/``: ``report.compare.write_compare_report`` of each trained model against the
    base on the test facts;
 6. ``results.csv`` / ``results.md``: held-out greedy accuracy of every method with bootstrap CIs
    and the relative gain over the base's greedy accuracy, with majority vote, k-shot and
-   chain-of-thought prompting of the base and the constant answer (``pipeline.method_results``),
-   like the paper's main table;
-7. ``summary.json``: sizes, the choice, timings, the GRPO transition matrix and redistribution.
+   chain-of-thought prompting of the base and the constant answer (``pipeline.method_correct``),
+   like the paper's main table; ``results_by_relation.csv`` and the per-relation table of results.md;
+7. ``summary.json``: sizes, the choice, the learning rates chosen, GRPO's spread over seeds, timings,
+   the GRPO transition matrix and redistribution.
 
-Hyper-parameters that were not tuned (the learning rates, steps, LoRA or full fine-tuning)
-are fixed in ``StudyConfig`` and written to ``config.yaml``; nothing is ever chosen on the
-test facts. Results and how the study was run: docs/country-study.md.
+Hyper-parameters that are not tuned (steps, LoRA or full fine-tuning, and the learning rates of the
+sizes without a grid) are fixed by the size and written to ``config.yaml``; nothing is ever chosen on
+the test facts. Results and how the study was run: docs/country-study.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from massshift.configio import help_field
-from massshift.data.matching import contains_reward, relation_values
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
-from massshift.studies.pipeline import Stages, config_key, headline, method_results
-from massshift.studies.results import results_markdown, with_relative_gain
+from massshift.studies.pipeline import Stages, config_key, headline
+from massshift.studies.results import relation_markdown, results_markdown, with_relative_gain
+from massshift.studies.study_config import STUDIES, StudyConfig  # noqa: F401  (the study's public names)
+from massshift.studies.study_train import method_label, seed_spread, train_methods
 
 logger = logging.getLogger(__name__)
 
-STUDIES = ("countries", "smollm2-countries")  # the second: the first name, kept as an alias
 RELATION_PREFIXES = {
     "capital": "The capital of {subject} is",
     "currency": "The currency of {subject} is the",
@@ -65,77 +66,6 @@ SYSTEM = "Answer briefly."
 CHOICE_VERSION = "v1"
 """Part of the prompt-choice stage's reuse key: bump it when the candidate prompts or the choice rule change,
 so that a rerun does not reuse a choice made by another rule (the runs committed under figures/ used v1)."""
-
-
-def _grpo(quick: bool) -> Any:
-    from massshift.train.grpo import GRPOConfig
-
-    # 16 steps x 4 questions: each of the 64 train facts once; lr 2e-5, full fine-tuning, not tuned
-    # (docs/country-study.md says why)
-    return GRPOConfig(steps=4 if quick else 16, batch_size=4, num_generations=4, lr=2e-5, max_new_tokens=12,
-                      save_every=0, eval_every=0)
-
-
-def _sft() -> Any:
-    from massshift.train.sft import SFTConfig
-
-    return SFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12)
-
-
-def _rft() -> Any:
-    from massshift.train.rft import RFTConfig
-
-    return RFTConfig(epochs=1, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
-
-
-def _dpo(steps: int) -> Any:
-    from massshift.train.dpo import DPOConfig
-
-    return DPOConfig(steps=steps, batch_size=4, lr=2e-5, max_new_tokens=12, n_samples=4)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """Settings of the study (written to OUT/config.yaml); ``quick`` shrinks the default sizes, and the
-    trainers' seed and threads are the study's."""
-
-    name: str = help_field("countries", help=f"The study ({', '.join(STUDIES)}).")
-    seed: int = help_field(0, help="One seed for the split, sampling and training.")
-    quick: bool = help_field(False, help="Tiny sizes and runs (for the tests; a few minutes on one thread).")
-    model: str = help_field("smollm2-135m", help="The checkpoint studied (a load_model spec).")
-    n_test: int = help_field(80, help="Held-out test facts kept after the split (quick: 24).")
-    n_val: int = help_field(32, help="Validation facts, on which the prompt and matching are chosen (quick: 16).")
-    n_train: int = help_field(64, help="RL-train facts, shared by GRPO, SFT and RFT (quick: 16).")
-    n_samples: int = help_field(6, help="Samples per test fact when scoring, and majority-vote votes (quick: 4).")
-    distractors: int = help_field(10, help="Values of the same relation scored per test fact, for the chance "
-                                           "criterion (quick: 5).")
-    max_new_tokens: int = help_field(16, help="Longest generated answer when scoring and choosing the prompt.")
-    grpo: Any = help_field(None, help="The GRPOConfig (None: the study's; one pass over the train facts).")
-    sft: Any = help_field(None, help="The SFTConfig (None: the study's, with GRPO's budget).")
-    rft: Any = help_field(None, help="The RFTConfig (None: the study's, with GRPO's budget).")
-    dpo: Any = help_field(None, help="The DPOConfig (None: the study's, GRPO's optimizer steps over the pairs).")
-    threads: int | None = help_field(None, help="Torch CPU threads (None: the cores not already busy).")
-    base_only: bool = help_field(False, help=(
-        "Stop after choosing the prompt and scoring the base model (a second model family where the CPU "
-        "budget allows no training)."))
-
-    def __post_init__(self) -> None:
-        if self.name not in STUDIES:
-            raise ValueError(f"unknown study {self.name!r}; known: {', '.join(STUDIES)}")
-        if self.quick and (self.n_test, self.n_val, self.n_train) == (80, 32, 64):
-            object.__setattr__(self, "n_test", 24)
-            object.__setattr__(self, "n_val", 16)
-            object.__setattr__(self, "n_train", 16)
-            object.__setattr__(self, "n_samples", 4)
-            object.__setattr__(self, "distractors", 5)
-        for f in ("n_test", "n_val", "n_train", "n_samples"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"StudyConfig.{f} must be >= 1, got {getattr(self, f)}")
-        q = self.quick
-        object.__setattr__(self, "grpo", replace(self.grpo or _grpo(q), seed=self.seed, threads=self.threads))
-        object.__setattr__(self, "sft", replace(self.sft or _sft(), seed=self.seed, threads=self.threads))
-        object.__setattr__(self, "rft", replace(self.rft or _rft(), seed=self.seed, threads=self.threads))
-        object.__setattr__(self, "dpo", replace(self.dpo or _dpo(self.grpo.steps), seed=self.seed, threads=self.threads))
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -173,6 +103,8 @@ def prompt_candidates(facts: pd.DataFrame) -> list[tuple[str, Any]]:
         zip(facts["question"], facts["subject"], facts["relation"]) if r in RELATION_PREFIXES)
     plain = PromptConfig()
     chat = PromptConfig(chat=True, system=SYSTEM, instruction=INSTRUCTION)
+    if not prefixes:  # no relation of the facts has a prefix: the prefix candidates would repeat the others
+        return [("plain", plain), ("chat", chat)]
     return [("plain", plain), ("chat", chat), ("plain+prefix", replace(plain, question_prefixes=prefixes)),
             ("chat+prefix", replace(chat, question_prefixes=prefixes))]
 
@@ -220,9 +152,28 @@ def choose_prompt(model: Any, tok: Any, val: pd.DataFrame, cfg: StudyConfig) -> 
     return sel, choice
 
 
+def study_facts(cfg: StudyConfig) -> pd.DataFrame:
+    """The pool the study splits: ``cfg.facts`` joined (fact ids must be unique across them), or the built-in
+    country facts."""
+    if not cfg.facts:
+        from massshift.data.countries import country_facts
+
+        return country_facts()
+    from massshift.data.facts import load_facts
+
+    facts = pd.concat([load_facts(f) for f in cfg.facts], ignore_index=True)
+    dup = facts["fact_id"][facts["fact_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"fact ids repeat across {', '.join(cfg.facts)} (e.g. {dup.iloc[0]!r}); give each file "
+                         "its own ids")
+    if "relation" not in facts or facts["relation"].isna().all():
+        raise ValueError(f"{', '.join(cfg.facts)}: the study needs a relation per fact (per-relation tables, the "
+                         "constant-answer baseline, distractors)")
+    return facts
+
+
 def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the study into ``out``; returns the summary (also written to ``summary.json``)."""
-    from massshift.data.countries import country_facts
     from massshift.lm.loading import load_model
     from massshift.lm.runtime import set_threads
 
@@ -231,7 +182,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     stages = Stages(out)
     threads = set_threads(cfg.threads)
     init_run_dir(out, {"command": "study", "study": cfg, "threads": threads}, seed=cfg.seed, device="cpu")
-    facts = country_facts()
+    facts = study_facts(cfg)
     (train, val, test), k_split = _split(stages, cfg, facts)
     everything = pd.concat([train, val, test], ignore_index=True)
     model, tok, info = load_model(cfg.model)
@@ -250,15 +201,10 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
             "choice": {k: v for k, v in choice.items() if k != "key"}}
     if cfg.base_only:
         return _base_only_summary(out, cfg, stages, head, scores["base"])
-    for name, (fn, tcfg, extra) in _trainers(cfg, mode, everything).items():
-        key = config_key([k_split, info.cache_key, choice["candidate"], mode, tcfg, name])
-
-        def do_train(d: Path, fn: Any = fn, tcfg: Any = tcfg, extra: Any = extra) -> None:
-            m, tk, _ = load_model(cfg.model)
-            m.train()
-            fn(m, tk, train, d, tcfg, eval_facts=val, prompt=prompt, progress=progress, **extra)
-
-        run_dir = stages.run(name, key, do_train)
+    dirs, selection = train_methods(stages, cfg, mode, everything, train, val, prompt,
+                                    [k_split, info.cache_key, choice["candidate"]], progress)
+    write_csv(out / "lr_selection.csv", selection)
+    for name, run_dir in dirs.items():
         with stages.timed(f"score_{name}"):
             m, tk, inf = load_model(str(run_dir / "final"))
             scores[name] = _score(out, test, score_cfg, m, tk, inf.cache_key, name)
@@ -269,18 +215,22 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
         summaries = {name: _compare(out, cfg, scores["base"], scores[name], name, train, score_cfg)
                      for name in scores if name != "base"}
     with stages.timed("baselines"):
-        results = _results(cfg, train, test, scores, mode, prompt)
+        results, by_relation = _results(cfg, train, test, scores, mode, prompt)
         write_csv(out / "results.csv", results)
+        write_csv(out / "results_by_relation.csv", by_relation)
     stages.finish()
     g = summaries["grpo"]
     summary = head | {
         "results": results.to_dict(orient="records"),
+        "results_by_relation": by_relation.to_dict(orient="records"),
+        "lr_selection": selection.to_dict(orient="records"),
+        "grpo_seeds": seed_spread(results, "base, zero-shot greedy"),
         "headline": {name: headline(s) for name, s in summaries.items()},
         "grpo_transitions": g["transitions"], "grpo_redistribution": g["redistribution"],
         "formats": {name: s.get("formats") for name, s in summaries.items()},
     }
     write_json(out / "summary.json", summary)
-    write_text(out / "results.md", results_markdown(summary))
+    write_text(out / "results.md", results_markdown(summary) + relation_markdown(by_relation))
     return summary
 
 
@@ -323,24 +273,6 @@ def _score(out: Path, test: pd.DataFrame, score_cfg: Any, model: Any, tok: Any, 
     return score_facts(model, tok, test, score_cfg, label=label, model_key=key, cache_dir=out / "cache")
 
 
-def _trainers(cfg: StudyConfig, mode: str, everything: pd.DataFrame) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
-    """name -> (trainer, its config under the chosen matching, its extra arguments); under ``contains`` the
-    reward and RFT's matcher carry the anti-hedging rule."""
-    from massshift.train.dpo import train_dpo
-    from massshift.train.grpo import train_grpo
-    from massshift.train.rft import train_rft
-    from massshift.train.sft import train_sft
-
-    reward = contains_reward(relation_values(everything)) if mode == "contains" else None
-    verdict = (lambda t, a: reward(t, a) > 0) if reward else None
-    return {
-        "grpo": (train_grpo, replace(cfg.grpo, match_mode=mode), {"reward_fn": reward}),
-        "sft": (train_sft, replace(cfg.sft, match_mode=mode), {}),
-        "rft": (train_rft, replace(cfg.rft, match_mode=mode), {"matcher": verdict}),
-        "dpo": (train_dpo, replace(cfg.dpo, match_mode=mode), {"matcher": verdict}),
-    }
-
-
 def _compare(out: Path, cfg: StudyConfig, base: pd.DataFrame, trained: pd.DataFrame, name: str,
              train: pd.DataFrame, score_cfg: Any) -> dict[str, Any]:
     from massshift.analysis.estimators import StatsConfig
@@ -354,16 +286,19 @@ def _compare(out: Path, cfg: StudyConfig, base: pd.DataFrame, trained: pd.DataFr
 
 
 def _results(cfg: StudyConfig, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
-             mode: str, prompt: Any) -> pd.DataFrame:
-    """The main table: every method's held-out accuracy with CIs and its gain over the base's greedy accuracy."""
-    from massshift.studies.baselines import BaselineConfig
+             mode: str, prompt: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The main table (every method's held-out accuracy with CIs and its gain over the base's greedy accuracy)
+    and the same per relation."""
+    from massshift.studies.baselines import BaselineConfig, accuracy_table
+    from massshift.studies.pipeline import method_correct, relation_results
 
     bcfg = BaselineConfig(methods=("majority", "kshot", "cot"), n_samples=cfg.n_samples,
-                          max_new_tokens=cfg.max_new_tokens, shots=3, cot_tokens=32 if cfg.quick else 128,
-                          seed=cfg.seed, match_mode=mode)
-    labels = {"base": "base, zero-shot greedy", "grpo": "GRPO", "sft": "SFT", "rft": "RFT", "dpo": "DPO"}
-    results = method_results(cfg.model, train, test, {labels[k]: v for k, v in scores.items()}, bcfg, prompt)
-    return with_relative_gain(results, labels["base"])
+                          max_new_tokens=cfg.max_new_tokens, shots=3, cot_tokens=cfg.cot_tokens, seed=cfg.seed,
+                          match_mode=mode)
+    correct = method_correct(cfg.model, train, test, {method_label(k): v for k, v in scores.items()}, bcfg, prompt)
+    results = accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
+    by_relation = relation_results(correct, test["relation"], bcfg) if "relation" in test else results.iloc[:0]
+    return with_relative_gain(results, method_label("base")), by_relation
 
 
 def _base_only_summary(out: Path, cfg: StudyConfig, stages: Stages, head: dict[str, Any],

@@ -67,13 +67,23 @@ class Stages:
 
 def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
                    bcfg: Any, prompt: Any = None) -> pd.DataFrame:
-    """Accuracy with CIs of each scored model (its ``greedy_correct``), of the base model's inference-time
-    baselines (``baselines.run_baselines`` with ``bcfg`` and ``prompt``) and of the constant answer (each
-    relation's most common value among the ``train`` facts, ``analysis.constant``), on ``test``."""
+    """Accuracy with CIs of each method of ``method_correct`` on ``test``."""
+    from massshift.studies.baselines import accuracy_table
+
+    return accuracy_table(method_correct(base, train, test, scores, bcfg, prompt), n_boot=bcfg.n_boot, ci=bcfg.ci,
+                          seed=bcfg.seed)
+
+
+def method_correct(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: dict[str, pd.DataFrame],
+                   bcfg: Any, prompt: Any = None) -> dict[str, pd.Series]:
+    """Per method, whether each fact of ``test`` (in its order) was answered right: each scored model (its
+    ``greedy_correct``), the base model's inference-time baselines (``baselines.run_baselines`` with ``bcfg``
+    and ``prompt``) and the constant answer (each relation's most common value among the ``train`` facts,
+    ``analysis.constant``)."""
     from massshift.analysis.constant import constant_answers
     from massshift.data.matching import is_correct
     from massshift.lm.loading import load_model
-    from massshift.studies.baselines import accuracy_table, run_baselines
+    from massshift.studies.baselines import run_baselines
 
     model, tok, _ = load_model(base)
     preds = run_baselines(model, tok, test, train, bcfg, prompt)
@@ -87,7 +97,23 @@ def method_results(base: str, train: pd.DataFrame, test: pd.DataFrame, scores: d
         consts = constant_answers(test, train)
         correct["constant answer"] = pd.Series([c is not None and is_correct(c, list(a), mode=bcfg.match_mode)
                                                 for c, a in zip(consts, test["answers"])])
-    return accuracy_table(correct, n_boot=bcfg.n_boot, ci=bcfg.ci, seed=bcfg.seed)
+    return correct
+
+
+def relation_results(correct: dict[str, pd.Series], relations: pd.Series, bcfg: Any) -> pd.DataFrame:
+    """``accuracy_table`` per (method, relation): columns method, relation, accuracy, ci_low, ci_high, n;
+    ``correct`` as ``method_correct`` returns it, ``relations`` the test facts' relation in the same order."""
+    from massshift.studies.baselines import accuracy_table
+
+    rel = relations.reset_index(drop=True).astype(str)
+    parts = []
+    for r in sorted(rel.unique()):
+        keep = (rel == r).to_numpy()
+        t = accuracy_table({m: v.reset_index(drop=True)[keep] for m, v in correct.items()}, n_boot=bcfg.n_boot,
+                           ci=bcfg.ci, seed=bcfg.seed)
+        parts.append(t.assign(relation=r))
+    cols = ["method", "relation", "accuracy", "ci_low", "ci_high", "n"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

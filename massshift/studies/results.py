@@ -33,3 +33,18 @@ def results_markdown(summary: dict[str, Any]) -> str:
     for b, row in summary["grpo_transitions"].items():
         lines.append(f"| {b} | " + " | ".join(str(v) for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def relation_markdown(by_relation: pd.DataFrame) -> str:
+    """Held-out greedy accuracy per method (rows) and relation (columns, with the number of facts), as markdown."""
+    if by_relation.empty:
+        return ""
+    relations = list(dict.fromkeys(by_relation["relation"]))
+    n = by_relation.groupby("relation")["n"].first()
+    lines = ["", "## Per relation", "", "Held-out greedy accuracy (facts per relation in the header).", "",
+             "| method | " + " | ".join(f"{r} ({n[r]})" for r in relations) + " |",
+             "|---|" + "---|" * len(relations)]
+    for method, rows in by_relation.groupby("method", sort=False):
+        acc = dict(zip(rows["relation"], rows["accuracy"]))
+        lines.append(f"| {method} | " + " | ".join(f"{100 * acc[r]:.1f}%" for r in relations) + " |")
+    return "\n".join(lines) + "\n"
