@@ -72,3 +72,41 @@ def test_cli_judge_writes_judge_json_and_keys_the_cache(tmp_path, tiny_model_dir
     assert (tmp_path / "cache" / "judge").is_dir()
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--judge", "./no/such/judge"])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_names_other_follows_the_anti_hedging_rule():
+    from massshift.data.matching import names_other
+
+    assert names_other("Paris or Lyon", ["Paris"], ["Lyon", "Nice"])
+    assert not names_other("Paris", ["Paris"], ["Lyon"])
+    assert not names_other("Papua New Guinea", ["Papua New Guinea"], ["Guinea"])  # part of the gold: not another
+    assert not names_other("Lyonnais food", ["Paris"], ["Lyon"])  # whole words only
+
+
+def test_judge_reward_is_the_verdict_and_hedges_earn_nothing_unasked():
+    from massshift.lm.judge import judge_reward
+
+    asked = []
+
+    def judge(text, answers):
+        asked.append(text)
+        return "capital" in text
+
+    values = {("Paris",): ["Lyon", "Nice"]}
+    reward = judge_reward(judge, values)
+    assert reward("the capital city", ["Paris"]) == 1.0 and reward("no idea", ["Paris"]) == 0.0
+    assert reward("the capital, or Lyon", ["Paris"]) == 0.0 and "the capital, or Lyon" not in asked
+    assert judge_reward(judge)("the capital, or Lyon", ["Paris"]) == 1.0  # without relations: the judge alone
+
+
+@pytest.mark.parametrize("trainer", ["rl", "dpo"])
+def test_train_with_a_judge_rewards_by_its_verdicts(tmp_path, tiny_model_dir, facts_file, trainer):
+    out = tmp_path / trainer
+    args = {"rl": ["--steps", "1", "--batch-size", "2", "-G", "2"], "dpo": ["--steps", "1", "--samples", "2"]}[trainer]
+    res = runner.invoke(app, ["train", trainer, str(tiny_model_dir), "--facts", str(facts_file), "--out", str(out),
+                              "--judge", str(tiny_model_dir), "--set", "max_new_tokens=3", "--no-progress",
+                              "--no-ckpt", *args])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "judge.json").read_text())
+    assert summary["n_graded"] >= 1  # the random model's answers fail exact matching: the judge graded them
+    assert (out / "final" / "config.json").exists()

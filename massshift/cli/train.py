@@ -21,6 +21,7 @@ from massshift.cli.options import (
     EvalOpt,
     FactsOpt,
     Instruction,
+    Judge,
     LoraR,
     Lr,
     MatchOpt,
@@ -98,6 +99,28 @@ def _write_ckpts(model: str, result: Any, out: Path, held: Any, name: str) -> No
                                                                       "to carry them)"))
 
 
+def _judge(spec: str | None, cfg: Any, train: Any) -> tuple[Any, Any]:
+    """(the judge, the reward it gives) for ``--judge`` of a trainer, or (None, None): the judge grades what
+    the string matcher rejects; under ``contains`` with relations an answer naming another value of its
+    relation earns nothing before the judge is asked (``lm.judge.judge_reward``)."""
+    if spec is None:
+        return None, None
+    from massshift.cli.judge import load_judge
+    from massshift.data.matching import relation_values
+    from massshift.lm.judge import judge_reward
+
+    judge = load_judge(spec, cfg.match_config(), "float32", "cpu", None)
+    hedging = cfg.match_mode == "contains" and "relation" in train.columns and train["relation"].notna().all()
+    return judge, judge_reward(judge, relation_values(train) if hedging else None)
+
+
+def _report_judge(judge: Any, out: Path) -> None:
+    if judge is not None:
+        from massshift.cli.judge import report_judge
+
+        report_judge(judge, out)
+
+
 def _report(result: Any) -> None:
     log = result.log
     typer.echo(f"final model: {result.final_path}")
@@ -119,9 +142,10 @@ def train_rl(
     match: MatchOpt = None, lora_r: LoraR = None, seed: SeedGiven = None, threads: Threads = None,
     engine: Annotated[str, typer.Option(help="builtin, or trl (TRL's GRPOTrainer; needs the trl extra).")] = "builtin",
     chat: Chat = False, instruction: Instruction = "", resume: Resume = False, no_progress: NoProgress = False,
-    ckpt: WriteCkpt = True,
+    ckpt: WriteCkpt = True, judge: Judge = None,
 ) -> None:
-    """GRPO with a binary correctness reward (massshift.train.grpo; every GRPOConfig field is settable)."""
+    """GRPO with a binary correctness reward (massshift.train.grpo; every GRPOConfig field is settable); with
+    --judge the reward is the judge's verdict (OUT/judge.json counts what it changed)."""
     from massshift.train.grpo import GRPOConfig
 
     named = {"steps": steps, "batch_size": batch_size, "num_generations": num_generations, "lr": lr, "beta": beta,
@@ -131,12 +155,15 @@ def train_rl(
     cfg = _settings(GRPOConfig, config, named, set_)
     train = _load_facts_or_fail(facts)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    if engine not in ("builtin", "trl"):
+        _fail(f"--engine must be builtin or trl, got {engine!r}")
+    grader, reward = _judge(judge, cfg, train)
     if engine == "trl":
         from massshift.lm.loading import ModelLoadError
         from massshift.train.trl_engine import train_grpo_trl
 
         try:
-            result = train_grpo_trl(model, train, out, cfg, prompt=_prompt(chat, instruction),
+            result = train_grpo_trl(model, train, out, cfg, prompt=_prompt(chat, instruction), reward_fn=reward,
                                     progress=not no_progress, eval_facts=held, resume=resume)
         except (ValueError, ModelLoadError) as err:
             _fail(str(err))
@@ -145,9 +172,8 @@ def train_rl(
 
         m, tok = _load(model, threads)
         result = train_grpo(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
-                            progress=not no_progress, resume=resume)
-    else:
-        _fail(f"--engine must be builtin or trl, got {engine!r}")
+                            reward_fn=reward, progress=not no_progress, resume=resume)
+    _report_judge(grader, out)
     _report(result)
     if ckpt:
         _write_ckpts(model, result, out, held, "rl")
@@ -184,18 +210,23 @@ def train_rft_cmd(
     epochs: Annotated[float | None, typer.Option(help="Passes over the kept samples.")] = None,
     steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None, seed: SeedGiven = None,
     threads: Threads = None, chat: Chat = False, instruction: Instruction = "", resume: Resume = False,
-    no_progress: NoProgress = False, ckpt: WriteCkpt = True,
+    no_progress: NoProgress = False, ckpt: WriteCkpt = True, judge: Judge = None,
 ) -> None:
-    """Rejection-sampling fine-tuning: SFT on the model's own correct samples (the paper's RFT baseline)."""
+    """Rejection-sampling fine-tuning: SFT on the model's own correct samples (the paper's RFT baseline); with
+    --judge the judge decides which samples are correct."""
     from massshift.train.rft import RFTConfig, train_rft
 
     named = {"n_samples": n_samples, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
              "lora_r": lora_r, "seed": seed, "threads": threads}
     cfg = _settings(RFTConfig, config, named, set_)
+    train = _load_facts_or_fail(facts)
+    grader, reward = _judge(judge, cfg, train)
     m, tok = _load(model, threads)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    result = train_rft(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
-                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume)
+    result = train_rft(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
+                       matcher=(lambda t, a: reward(t, a) > 0) if reward else None, progress=not no_progress,
+                       resume=resume)
+    _report_judge(grader, out)
     _report(result)
     if ckpt:
         _write_ckpts(model, result, out, held, "rft")
@@ -210,20 +241,24 @@ def train_dpo_cmd(
     epochs: Annotated[int | None, typer.Option(help="Passes over the pairs (default 3).")] = None,
     steps: Steps = None, batch_size: StepBatch = None, lr: Lr = None, lora_r: LoraR = None, match: MatchOpt = None,
     seed: SeedGiven = None, threads: Threads = None, chat: Chat = False, instruction: Instruction = "",
-    resume: Resume = False, no_progress: NoProgress = False, ckpt: WriteCkpt = True,
+    resume: Resume = False, no_progress: NoProgress = False, ckpt: WriteCkpt = True, judge: Judge = None,
 ) -> None:
     """DPO on the model's own samples, a correct against an incorrect answer of the same question (the paper's
-    DPO baseline; massshift.train.dpo)."""
+    DPO baseline; massshift.train.dpo); with --judge the judge decides which samples are correct."""
     from massshift.train.dpo import DPOConfig, train_dpo
 
     named = {"n_samples": n_samples, "beta": beta, "pairs_per_question": pairs_per_question, "epochs": epochs,
              "steps": steps, "batch_size": batch_size, "lr": lr, "lora_r": lora_r, "match_mode": match, "seed": seed,
              "threads": threads}
     cfg = _settings(DPOConfig, config, named, set_)
+    train = _load_facts_or_fail(facts)
+    grader, reward = _judge(judge, cfg, train)
     m, tok = _load(model, threads)
     held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    result = train_dpo(m, tok, _load_facts_or_fail(facts), out, cfg, eval_facts=held,
-                       prompt=_prompt(chat, instruction), progress=not no_progress, resume=resume)
+    result = train_dpo(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
+                       matcher=(lambda t, a: reward(t, a) > 0) if reward else None, progress=not no_progress,
+                       resume=resume)
+    _report_judge(grader, out)
     _report(result)
     if ckpt:
         _write_ckpts(model, result, out, held, "dpo")

@@ -98,14 +98,21 @@ def is_correct(
             return False
         if not any(_contains_span(pred, g) for g in golds):
             return False
-        gold_set = set(golds)
-        for d in distractors:
-            nd = normalize(d)
-            if nd and nd not in gold_set and not any(_contains_span(g, nd) for g in golds):
-                if _contains_span(pred, nd):
-                    return False
-        return True
+        return not names_other(prediction, answers, distractors)
     return False  # unreachable: mode checked above
+
+
+def names_other(prediction: str, answers: Sequence[str], distractors: Sequence[str]) -> bool:
+    """Whether ``prediction`` names, as a whole-word span, one of ``distractors`` that is neither a gold alias
+    nor part of one (the anti-hedging test of ``is_correct`` under ``contains``)."""
+    pred = normalize(prediction)
+    golds = [g for g in (normalize(a) for a in answers) if g]
+    gold_set = set(golds)
+    for d in distractors:
+        nd = normalize(d)
+        if nd and nd not in gold_set and not any(_contains_span(g, nd) for g in golds) and _contains_span(pred, nd):
+            return True
+    return False
 
 
 def relation_values(facts: Any) -> dict[tuple[str, ...], list[str]]:

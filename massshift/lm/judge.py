@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from massshift.data.matching import MatchConfig, is_correct, normalize
+from massshift.data.matching import MatchConfig, is_correct, names_other, normalize
 from massshift.rundir import write_text
 
 logger = logging.getLogger(__name__)
@@ -130,3 +130,17 @@ def _first_ids(tokenizer: Any, words: Sequence[str]) -> set[int]:
             if ids:
                 (single if len(ids) == 1 else first).add(int(ids[0]))
     return single or first
+
+
+def judge_reward(judge: Any, values: dict[tuple[str, ...], list[str]] | None = None) -> Any:
+    """A training reward (``(text, answers) -> float``) from a judge: 1.0 when ``judge`` accepts the answer
+    (its string matcher first, then the judge model), else 0.0. With ``values`` (``matching.relation_values``:
+    the other values of each fact's relation) an answer that names one of them earns 0 before the judge is
+    asked: the anti-hedging rule of the string reward, so a judge cannot be gamed by listing candidates."""
+
+    def reward(text: str, answers: list[str]) -> float:
+        if values and names_other(text, answers, values.get(tuple(answers), [])):
+            return 0.0
+        return float(judge(text, answers))
+
+    return reward
