@@ -119,7 +119,9 @@ def test_base_only_study_on_a_tiny_model(tmp_path, tiny_model_dir):
     selection = pd.read_csv(tmp_path / "selection.csv")
     assert list(selection["prompt"].unique()) == ["plain", "plain+prefix"]  # no chat template: chat skipped
     scores = pd.read_parquet(tmp_path / "scores" / "base.parquet")
-    assert len(scores) == 24 and summary["results"][0]["accuracy"] == pytest.approx(scores["greedy_correct"].mean())
+    assert len(scores) == 24 + summary["n_facts"]["controls"]  # the controls are scored, then kept out
+    real = scores[~scores["fact_id"].str.startswith("control:")]
+    assert len(real) == 24 and summary["results"][0]["accuracy"] == pytest.approx(real["greedy_correct"].mean())
     assert sum(summary["states"].values()) == 24
     assert not (tmp_path / "grpo").exists()
 
@@ -160,3 +162,10 @@ def test_grid_seeds_and_relations_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert dict(zip(by_rel[by_rel["method"] == "GRPO"]["relation"], by_rel[by_rel["method"] == "GRPO"]["n"])) == \
         test["relation"].value_counts().to_dict()
     assert "## Per relation" in (tmp_path / "results.md").read_text()
+    # never-seen controls ride along with the test facts, kept out of every accuracy but reported per compare
+    n_ctrl = summary["n_facts"]["controls"]
+    assert n_ctrl == 8 * test["relation"].nunique()
+    base_scores = pd.read_parquet(tmp_path / "scores" / "base.parquet")
+    assert len(base_scores) == len(test) + n_ctrl and (results["n"] == len(test)).all()
+    controls = json.loads((tmp_path / "compare-grpo" / "summary.json").read_text())["controls"]
+    assert controls["n"] == n_ctrl and set(controls["models"]) == {"base", "grpo"}

@@ -44,6 +44,7 @@ from typing import Any
 
 import pandas as pd
 
+from massshift.data.controls import split_controls, with_controls
 from massshift.rundir import init_run_dir, write_csv, write_json, write_parquet, write_text
 from massshift.studies.pipeline import Stages, config_key, headline
 from massshift.studies.results import relation_markdown, results_markdown, with_relative_gain
@@ -188,16 +189,19 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     model, tok, info = load_model(cfg.model)
     with stages.timed("selection"):
         choice = _choice(out, model, tok, val, cfg, k_split)
-    prompt = dict(prompt_candidates(everything))[choice["prompt"]]
+    scored = with_controls(test, cfg.controls, cfg.seed)  # the never-seen controls ride along with the test facts
+    controls = split_controls(scored)[1]
+    prompt = dict(prompt_candidates(pd.concat([everything, controls], ignore_index=True)))[choice["prompt"]]
     mode = choice["match"]
     logger.info("chosen on validation: %s (accuracy %.3f)", choice["candidate"], choice["val_accuracy"])
     score_cfg = _score_config(cfg, prompt, mode, cfg.n_samples, cfg.distractors)
     with stages.timed("score_base"):
-        scores = {"base": _score(out, test, score_cfg, model, tok, info.cache_key, "base")}
+        scores = {"base": _score(out, scored, score_cfg, model, tok, info.cache_key, "base")}
     del model
     head = {"study": cfg.name, "model": cfg.model, "seed": cfg.seed, "threads": threads,
             "timings_s": stages.timings,
-            "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test)},
+            "n_facts": {"pool": len(facts), "train": len(train), "val": len(val), "test": len(test),
+                        "controls": len(controls)},
             "choice": {k: v for k, v in choice.items() if k != "key"}}
     if cfg.base_only:
         return _base_only_summary(out, cfg, stages, head, scores["base"])
@@ -207,7 +211,7 @@ def run_study(out: str | Path, config: StudyConfig | None = None, progress: bool
     for name, run_dir in dirs.items():
         with stages.timed(f"score_{name}"):
             m, tk, inf = load_model(str(run_dir / "final"))
-            scores[name] = _score(out, test, score_cfg, m, tk, inf.cache_key, name)
+            scores[name] = _score(out, scored, score_cfg, m, tk, inf.cache_key, name)
             del m
     for name, table in scores.items():
         write_parquet(out / "scores" / f"{name}.parquet", table)
@@ -308,6 +312,7 @@ def _base_only_summary(out: Path, cfg: StudyConfig, stages: Stages, head: dict[s
     from massshift.studies.baselines import accuracy_table
 
     write_parquet(out / "scores" / "base.parquet", base_scores)
+    base_scores = split_controls(base_scores)[0]
     results = accuracy_table({"base, zero-shot greedy": base_scores["greedy_correct"]}, seed=cfg.seed)
     results["relative_gain"] = 0.0
     write_csv(out / "results.csv", results)

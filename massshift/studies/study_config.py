@@ -75,6 +75,9 @@ class StudyConfig:
         "empty: the trainer config's lr."))
     grpo_seeds: int | None = help_field(None, help="GRPO runs at the chosen learning rate, seeds seed .. seed + k - 1.")
     cot_tokens: int | None = help_field(None, help="Most reasoning tokens of the chain-of-thought baseline.")
+    controls: int | None = help_field(None, help=(
+        "Never-seen control questions per relation scored with the test facts (data.controls; kept out of every "
+        "accuracy, reported in each compare); None: the default count, 0: none."))
     max_new_tokens: int = help_field(16, help="Longest generated answer when scoring and choosing the prompt.")
     grpo: Any = help_field(None, help="The GRPOConfig (None: the size's).")
     sft: Any = help_field(None, help="The SFTConfig (None: the size's, with GRPO's budget).")
