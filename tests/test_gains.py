@@ -39,7 +39,18 @@ def test_constant_answer_makes_every_gain_a_guess():
     assert d["n_gained"] == 3 and d["kinds"]["guess"]["count"] == 3 and d["kinds"]["guess"]["share"] == 1.0
     assert d["kinds"]["recall"]["count"] == 0
     sentence = gain_sentence(d)
-    assert "3 guess" in sentence and "one value to many subjects" in sentence
+    assert "3 guess" in sentence and "most of the gain is rl giving one value to many subjects" in sentence
+
+
+def test_the_verdict_says_most_only_for_a_majority():
+    def decomp(**counts):
+        kinds = {k: {"count": counts.get(k, 0)} for k in ("format", "guess", "recall", "acquisition")}
+        return {"n_gained": sum(counts.values()), "kinds": kinds, "tests": {"format": True}}
+
+    plural = gain_sentence(decomp(format=2, guess=6, recall=17, acquisition=14))  # the SmolLM2 study's GRPO gains
+    assert "most of" not in plural and "no kind is a majority; the largest (17 of 39) is recall" in plural
+    assert "most of the gain is recall" in gain_sentence(decomp(recall=3, guess=2))
+    assert "the largest (2 of 4) is rl giving one value" in gain_sentence(decomp(guess=2, recall=2))  # a tie: no majority
     rows = diversity(COLLAPSE, "greedy_rl")
     assert rows[0]["collapsed"] and rows[0]["top_value"] == "red" and rows[0]["distinct_values"] == 1
     assert "color: 'red' to 6 of 6" in collapse_warning("rl", rows)

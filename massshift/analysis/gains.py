@@ -138,12 +138,14 @@ def gain_sentence(decomp: dict[str, Any], base: str = "base", rl: str = "rl") ->
         return f"No fact became greedy-correct under {rl}."
     k = decomp["kinds"]
     parts = [f"{k[name]['count']} {name}" for name in GAIN_KINDS if k[name]["count"]]
-    main = max(GAIN_KINDS, key=lambda name: k[name]["count"])
-    reading = {
-        "guess": f"most of the gain is {rl} giving one value to many subjects, not knowledge of this subject",
-        "format": f"most of the gain is {rl} changing the form of answers {base} already gave",
-        "recall": f"most of the gain is recall of facts {base} held in its tail",
-        "acquisition": f"most of the gain is facts {base} did not hold (absent), answered specifically by {rl}",
+    main = max(GAIN_KINDS, key=lambda name: k[name]["count"])  # ties: the earlier kind
+    count = k[main]["count"]
+    lead = "most of the gain is" if 2 * count > n else f"no kind is a majority; the largest ({count} of {n}) is"
+    reading = lead + " " + {
+        "guess": f"{rl} giving one value to many subjects, not knowledge of this subject",
+        "format": f"{rl} changing the form of answers {base} already gave",
+        "recall": f"recall of facts {base} held in its tail",
+        "acquisition": f"facts {base} did not hold (absent), answered specifically by {rl}",
     }[main]
     missing = [t for t, ran in decomp["tests"].items() if not ran]
     note = f" (not run: the {' and '.join(missing)} test{'s' if len(missing) > 1 else ''})" if missing else ""
