@@ -98,6 +98,8 @@ def test_quick_study_files_and_consistency(quick_run):
     base_acc = results.loc["base, zero-shot greedy", "accuracy"]
     for method, model in (("GRPO", "grpo"), ("SFT", "sft"), ("RFT", "rft"), ("DPO", "dpo")):
         scores = pd.read_parquet(out / "scores" / f"{model}.parquet")
+        scores = scores[~scores["fact_id"].str.startswith("control:")]  # the never-seen controls: kept out
+        assert len(scores) == 24
         assert results.loc[method, "accuracy"] == pytest.approx(scores["greedy_correct"].mean())
         cmp = json.loads((out / f"compare-{model}" / "summary.json").read_text())
         assert cmp["accuracy"]["rl"]["value"] == pytest.approx(results.loc[method, "accuracy"])
