@@ -121,7 +121,10 @@ def test_rft_run_trains_on_kept_samples(tokenizer, facts, sft_run, tmp_path):
 def test_rft_with_nothing_correct_keeps_the_model(tiny_model, tokenizer, facts, tmp_path):
     cfg = RFTConfig(n_samples=2, max_new_tokens=2, steps=3)
     res = train_rft(copy.deepcopy(tiny_model), tokenizer, facts.iloc[:2], tmp_path, cfg,
-                    matcher=lambda p, a: False)
-    assert json.loads((tmp_path / "summary.json").read_text())["examples_kept"] == 0
+                    matcher=lambda p, a: False, eval_facts=facts.iloc[:2])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["examples_kept"] == 0
+    assert summary["loss_first"] is None and summary["loss_last"] is None  # no step: no loss, evals or not
+    assert summary["eval_accuracy_start"] == summary["eval_accuracy_end"] == 0.0
     assert "loss" not in res.log
     assert all(torch.equal(a, b) for a, b in zip(res.model.parameters(), tiny_model.parameters()))

@@ -121,6 +121,22 @@ def _report_judge(judge: Any, out: Path) -> None:
         report_judge(judge, out)
 
 
+def _train_on_samples(fn: Any, name: str, cfg: Any, model: str, facts: Path, eval_facts: Path | None, out: Path,
+                      threads: int | None, chat: bool, instruction: str, judge: str | None, no_progress: bool,
+                      resume: bool, ckpt: bool) -> None:
+    """RFT and DPO: load, train on the model's own samples judged by the matcher or ``--judge``, report."""
+    train = _load_facts_or_fail(facts)
+    grader, reward = _judge(judge, cfg, train)
+    m, tok = _load(model, threads)
+    held = _load_facts_or_fail(eval_facts) if eval_facts else None
+    result = fn(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
+                matcher=(lambda t, a: reward(t, a) > 0) if reward else None, progress=not no_progress, resume=resume)
+    _report_judge(grader, out)
+    _report(result)
+    if ckpt:
+        _write_ckpts(model, result, out, held, name)
+
+
 def _report(result: Any) -> None:
     log = result.log
     typer.echo(f"final model: {result.final_path}")
@@ -219,17 +235,8 @@ def train_rft_cmd(
     named = {"n_samples": n_samples, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
              "lora_r": lora_r, "seed": seed, "threads": threads}
     cfg = _settings(RFTConfig, config, named, set_)
-    train = _load_facts_or_fail(facts)
-    grader, reward = _judge(judge, cfg, train)
-    m, tok = _load(model, threads)
-    held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    result = train_rft(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
-                       matcher=(lambda t, a: reward(t, a) > 0) if reward else None, progress=not no_progress,
-                       resume=resume)
-    _report_judge(grader, out)
-    _report(result)
-    if ckpt:
-        _write_ckpts(model, result, out, held, "rft")
+    _train_on_samples(train_rft, "rft", cfg, model, facts, eval_facts, out, threads, chat, instruction, judge,
+                      no_progress, resume, ckpt)
 
 
 @train_app.command("dpo")
@@ -251,17 +258,8 @@ def train_dpo_cmd(
              "steps": steps, "batch_size": batch_size, "lr": lr, "lora_r": lora_r, "match_mode": match, "seed": seed,
              "threads": threads}
     cfg = _settings(DPOConfig, config, named, set_)
-    train = _load_facts_or_fail(facts)
-    grader, reward = _judge(judge, cfg, train)
-    m, tok = _load(model, threads)
-    held = _load_facts_or_fail(eval_facts) if eval_facts else None
-    result = train_dpo(m, tok, train, out, cfg, eval_facts=held, prompt=_prompt(chat, instruction),
-                       matcher=(lambda t, a: reward(t, a) > 0) if reward else None, progress=not no_progress,
-                       resume=resume)
-    _report_judge(grader, out)
-    _report(result)
-    if ckpt:
-        _write_ckpts(model, result, out, held, "dpo")
+    _train_on_samples(train_dpo, "dpo", cfg, model, facts, eval_facts, out, threads, chat, instruction, judge,
+                      no_progress, resume, ckpt)
 
 
 def baselines(

@@ -259,6 +259,18 @@ def save_training_figure(log_df: pd.DataFrame, out_dir: str | os.PathLike[str],
     return path
 
 
+def loss_run_summary(out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A loss-trained run's log (its figure drawn into ``OUT/figures``) and the summary fields SFT, RFT and DPO
+    share: the first and last loss, the first and last eval accuracy."""
+    frame = TrainLog(out).frame()
+    save_training_figure(frame, out, reward_column="loss")
+    losses = frame["loss"].dropna() if "loss" in frame else pd.Series(dtype=float)
+    evals = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    first_last = lambda x, i: float(x.iloc[i]) if len(x) else None  # noqa: E731
+    return frame, {"loss_first": first_last(losses, 0), "loss_last": first_last(losses, -1),
+                   "eval_accuracy_start": first_last(evals, 0), "eval_accuracy_end": first_last(evals, -1)}
+
+
 @dataclass
 class TrainResult:
     """What a trainer returns: the log, the final model folder, the run directory and the trained model."""

@@ -37,16 +37,15 @@ from massshift.lm.prompts import PromptConfig
 from massshift.lm.runtime import torch_threads
 from massshift.rundir import init_run_dir, write_json, write_parquet
 from massshift.train.common import (
-    TrainLog,
     TrainResult,
     apply_lora,
     batch_indices,
     check_facts,
     completion_logprobs,
     greedy_accuracy,
+    loss_run_summary,
     make_optimizer,
     save_final,
-    save_training_figure,
     training_loop,
 )
 from massshift.train.config import Check
@@ -204,19 +203,13 @@ def train_dpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame,
                              save_every=config.save_every, eval_every=config.eval_every, resume=resume,
                              progress=progress, label="dpo", show="loss")
         final, model = save_final(model, tokenizer, out)
-    frame = TrainLog(out).frame()
-    save_training_figure(frame, out, reward_column="loss")
-    trained = frame.dropna(subset=["loss"]) if "loss" in frame else frame.iloc[:0]
-    evals_logged = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    frame, tail = loss_run_summary(out)
+    accuracy = frame["pair_accuracy"].dropna() if "pair_accuracy" in frame else pd.Series(dtype=float)
     write_json(out / "summary.json", {
         "trainer": "dpo", "steps": steps, "pairs": len(pairs), "questions": len(table),
         "questions_with_correct": int((table["n_correct"] > 0).sum()),
         "questions_with_pair": int((table["n_pairs"] > 0).sum()), "resumed_from": loop.start or None,
-        "loss_first": float(trained["loss"].iloc[0]) if len(trained) else None,
-        "loss_last": float(trained["loss"].iloc[-1]) if len(trained) else None,
-        "pair_accuracy_last": float(trained["pair_accuracy"].iloc[-1]) if len(trained) else None,
-        "eval_accuracy_start": float(evals_logged.iloc[0]) if len(evals_logged) else None,
-        "eval_accuracy_end": float(evals_logged.iloc[-1]) if len(evals_logged) else None,
+        **tail, "pair_accuracy_last": float(accuracy.iloc[-1]) if len(accuracy) else None,
         "final": str(final), "lora": config.lora_r > 0, "beta": config.beta,
     })
     return TrainResult(log=frame, final_path=final, out_dir=out, model=model)

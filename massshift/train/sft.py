@@ -30,16 +30,15 @@ from massshift.lm.prompts import PromptConfig, build_prompt, continuation, encod
 from massshift.lm.runtime import torch_threads
 from massshift.rundir import init_run_dir, write_json
 from massshift.train.common import (
-    TrainLog,
     TrainResult,
     apply_lora,
     batch_indices,
     check_facts,
     completion_logprobs,
     greedy_accuracy,
+    loss_run_summary,
     make_optimizer,
     save_final,
-    save_training_figure,
     training_loop,
 )
 from massshift.train.config import Check, TrainConfig
@@ -126,18 +125,11 @@ def train_on_examples(model: torch.nn.Module, tokenizer: Any, examples: Sequence
                              save_every=config.save_every, eval_every=config.eval_every, resume=resume,
                              progress=progress, label=label, show="loss")
         final, model = save_final(model, tokenizer, out)
-    frame = TrainLog(out).frame()
-    save_training_figure(frame, out, reward_column="loss")
-    trained = frame.dropna(subset=["loss"]) if "loss" in frame else frame.iloc[:0]
-    evals_logged = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    frame, tail = loss_run_summary(out)
     write_json(out / "summary.json", {
         "trainer": label, "steps": steps, "examples": len(examples), "resumed_from": loop.start or None,
         "steps_per_second": (steps - loop.start) / loop.seconds if loop.seconds > 0 and steps else None,
-        "loss_first": float(trained["loss"].iloc[0]) if len(trained) else None,
-        "loss_last": float(trained["loss"].iloc[-1]) if len(trained) else None,
-        "eval_accuracy_start": float(evals_logged.iloc[0]) if len(evals_logged) else None,
-        "eval_accuracy_end": float(evals_logged.iloc[-1]) if len(evals_logged) else None,
-        "final": str(final), "lora": config.lora_r > 0,
+        **tail, "final": str(final), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=final, out_dir=out, model=model)
 
