@@ -98,15 +98,18 @@ def is_correct(
             return False
         if not any(_contains_span(pred, g) for g in golds):
             return False
-        return not names_other(prediction, answers, distractors)
+        return not _names_other(pred, golds, distractors)
     return False  # unreachable: mode checked above
 
 
 def names_other(prediction: str, answers: Sequence[str], distractors: Sequence[str]) -> bool:
     """Whether ``prediction`` names, as a whole-word span, one of ``distractors`` that is neither a gold alias
     nor part of one (the anti-hedging test of ``is_correct`` under ``contains``)."""
-    pred = normalize(prediction)
-    golds = [g for g in (normalize(a) for a in answers) if g]
+    return _names_other(normalize(prediction), [g for g in (normalize(a) for a in answers) if g], distractors)
+
+
+def _names_other(pred: str, golds: Sequence[str], distractors: Sequence[str]) -> bool:
+    """``names_other`` on the normalised prediction and gold aliases."""
     gold_set = set(golds)
     for d in distractors:
         nd = normalize(d)

@@ -184,14 +184,15 @@ def cot_baseline(model: torch.nn.Module, tokenizer: Any, facts: pd.DataFrame, co
     raw = [tokenizer.decode(g.greedy_ids, skip_special_tokens=True) for g in thoughts]
     for s in stops[1:]:
         raw = [t.split(s, 1)[0] for t in raw]
-    reasoning = [t.split("\n\n", 1)[0].split(COT_MARKER, 1)[0].rstrip() for t in raw]
+    thought = [t.split("\n\n", 1)[0] for t in raw]  # the reasoning ends at a blank line
+    reasoning = [t.split(COT_MARKER, 1)[0].rstrip() for t in thought]
     second = [encode_prompt(tokenizer, build_prompt(q, cot, tokenizer, prefix=f"{COT_LEAD}{r}\n{COT_MARKER}"), cot)
               for q, r in zip(questions, reasoning)]
     answers = generate(model, second, ids, tokenizer, GenerationConfig(n_samples=0, max_new_tokens=config.max_new_tokens),
                        cot.terminator, stops=stops)
     rows = _rows(facts, "CoT", [g.greedy.strip().rstrip(".").strip() for g in answers], config.matcher(cot.terminator))
-    for row, r, t in zip(rows, reasoning, raw):
-        row.update(reasoning=r, marker=COT_MARKER in t.split("\n\n", 1)[0])
+    for row, r, t in zip(rows, reasoning, thought):
+        row.update(reasoning=r, marker=COT_MARKER in t)
     return pd.DataFrame(rows)
 
 

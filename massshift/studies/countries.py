@@ -2,8 +2,9 @@
 
 Any checkpoint ``load_model`` takes (default SmolLM2-135M-Instruct, ``"smollm2-135m"``, offline; the name
 ``smollm2-countries`` is an alias) on one-hop country facts (``data.countries.country_facts``) or on the
-fact files of ``StudyConfig.facts`` (PopQA's parquet, say), at one of the sizes of ``study_config``. Stages, each reused when its settings are unchanged
-(``pipeline.run_stage``), all under one run directory ``OUT``:
+fact files of ``StudyConfig.facts`` (PopQA's parquet, say), at one of the sizes of ``study_config``.
+Stages, each reused when its settings are unchanged (``pipeline.run_stage``), all under one run
+directory ``OUT``:
 
 1. ``split/``: a fact-level split (``data.split.split_facts``) into test facts and the rest, and from
    the rest a validation split; ``n_test``, ``n_val`` and ``n_train`` facts are kept (seeded);
