@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -171,3 +172,25 @@ def test_grid_seeds_and_relations_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert len(base_scores) == len(test) + n_ctrl and (results["n"] == len(test)).all()
     controls = json.loads((tmp_path / "compare-grpo" / "summary.json").read_text())["controls"]
     assert controls["n"] == n_ctrl and set(controls["models"]) == {"base", "grpo"}
+
+
+def test_trainers_subset_and_reuse_on_a_tiny_model(tmp_path, tiny_model_dir):
+    """``trainers`` runs GRPO and only the baselines asked for; a later run with more reuses GRPO's stage."""
+    from massshift.studies.countries import run_study
+
+    cfg = StudyConfig(quick=True, model=str(tiny_model_dir), threads=1, cot_tokens=4, n_test=12, n_val=8,
+                      n_train=8, trainers=("sft",))
+    assert cfg.trainers == ("grpo", "sft") and StudyConfig(trainers="grpo").trainers == ("grpo",)
+    with pytest.raises(ValueError, match="unknown ppo"):
+        StudyConfig(trainers=("ppo",))
+    run_study(tmp_path, replace(cfg, trainers=("grpo",)))
+    first = pd.read_csv(tmp_path / "results.csv")
+    assert "GRPO" in set(first["method"]) and not {"SFT", "RFT", "DPO"} & set(first["method"])
+    assert not (tmp_path / "sft").exists() and pd.read_csv(tmp_path / "lr_selection.csv")["method"].tolist() == ["GRPO"]
+    weights = next((tmp_path / "grpo" / "final").glob("*.safetensors"))
+    stamp = weights.stat().st_mtime_ns
+    run_study(tmp_path, cfg)
+    second = pd.read_csv(tmp_path / "results.csv").set_index("method")
+    assert weights.stat().st_mtime_ns == stamp  # GRPO was not trained again
+    assert "SFT" in second.index and "RFT" not in second.index
+    assert second.loc["GRPO", "accuracy"] == pytest.approx(first.set_index("method").loc["GRPO", "accuracy"])

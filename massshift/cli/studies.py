@@ -49,7 +49,7 @@ def study(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: the cores not already busy).")] = None,
     model: Annotated[str, typer.Option("--model", help="Checkpoint studied (any form `massshift score` loads).")] = "smollm2-135m",
     base_only: Annotated[bool, typer.Option("--base-only", help="Stop after the prompt choice and the base scores (no training).")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="field=value of StudyConfig (n_test, n_val, n_train, n_samples, distractors, lr_grid, grpo_seeds, cot_tokens, max_new_tokens); repeatable.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="field=value of StudyConfig (n_test, n_val, n_train, n_samples, distractors, lr_grid, grpo_seeds, cot_tokens, max_new_tokens, trainers: e.g. \"trainers=[grpo, sft]\"); repeatable.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
 ) -> None:
     """Split, choose the prompt on validation, score the base, train GRPO/SFT/RFT/DPO (learning rate chosen on
@@ -87,4 +87,4 @@ def study(
 
 
 SETTABLE = ("n_test", "n_val", "n_train", "n_samples", "distractors", "lr_grid", "grpo_seeds", "cot_tokens",
-            "max_new_tokens")
+            "max_new_tokens", "trainers")

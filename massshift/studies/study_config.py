@@ -20,6 +20,7 @@ from typing import Any
 
 from massshift.configio import help_field
 
+TRAINERS = ("grpo", "sft", "rft", "dpo")
 STUDIES = ("countries", "smollm2-countries")  # the second: the study's first name, kept as an alias
 SIZES: dict[str, dict[str, Any]] = {
     "full": {"n_test": 300, "n_val": 100, "n_train": 500, "n_samples": 32, "distractors": 10,
@@ -75,6 +76,9 @@ class StudyConfig:
         "empty: the trainer config's lr."))
     grpo_seeds: int | None = help_field(None, help="GRPO runs at the chosen learning rate, seeds seed .. seed + k - 1.")
     cot_tokens: int | None = help_field(None, help="Most reasoning tokens of the chain-of-thought baseline.")
+    trainers: tuple[str, ...] = help_field(TRAINERS, help=(
+        "The training methods run (GRPO always; of sft, rft, dpo): a second model family where the CPU budget "
+        "fits GRPO but not every baseline; a later run with more reuses the stages already trained."))
     controls: int | None = help_field(None, help=(
         "Never-seen control questions per relation scored with the test facts (data.controls; kept out of every "
         "accuracy, reported in each compare); None: the default count, 0: none."))
@@ -101,6 +105,11 @@ class StudyConfig:
             if getattr(self, f) is None:
                 object.__setattr__(self, f, v)
         object.__setattr__(self, "lr_grid", tuple(float(x) for x in self.lr_grid))
+        trainers = tuple(str(t) for t in ([self.trainers] if isinstance(self.trainers, str) else self.trainers))
+        unknown = [t for t in trainers if t not in TRAINERS]
+        if unknown:
+            raise ValueError(f"StudyConfig.trainers: unknown {', '.join(unknown)}; known: {', '.join(TRAINERS)}")
+        object.__setattr__(self, "trainers", tuple(t for t in TRAINERS if t == "grpo" or t in trainers))
         for f in ("n_test", "n_val", "n_train", "n_samples", "grpo_seeds", "cot_tokens"):
             if getattr(self, f) < 1:
                 raise ValueError(f"StudyConfig.{f} must be >= 1, got {getattr(self, f)}")

@@ -70,6 +70,8 @@ def train_methods(stages: Stages, cfg: Any, mode: str, everything: pd.DataFrame,
     dirs: dict[str, Path] = {}
     rows: list[dict[str, Any]] = []
     for name, (fn, tcfg, extra) in trainers(cfg, mode, everything).items():
+        if name not in cfg.trainers:
+            continue
         grid = cfg.lr_grid or (tcfg.lr,)
         tried = []
         for lr in grid:
