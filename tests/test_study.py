@@ -194,3 +194,34 @@ def test_trainers_subset_and_reuse_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert weights.stat().st_mtime_ns == stamp  # GRPO was not trained again
     assert "SFT" in second.index and "RFT" not in second.index
     assert second.loc["GRPO", "accuracy"] == pytest.approx(first.set_index("method").loc["GRPO", "accuracy"])
+
+
+POPQA_EXCERPT = os.path.join(os.path.dirname(__file__), "cases", "popqa_excerpt.parquet")
+
+
+def test_study_on_real_popqa_rows_with_a_tiny_model(tmp_path, tiny_model_dir):
+    """The study on real PopQA rows (an excerpt of the popular file, original columns; tests/cases/README.md):
+    of PopQA's relations only ``capital`` has an answer prefix (the country study's, the same question), so the
+    prefix candidate prefixes those facts and no other; per-relation rows for PopQA's relations; the controls
+    cover every relation."""
+    from massshift.studies.countries import run_study
+
+    cfg = StudyConfig(quick=True, model=str(tiny_model_dir), threads=1, cot_tokens=4, trainers=("grpo",),
+                      facts=(POPQA_EXCERPT,))
+    summary = run_study(tmp_path, cfg)
+    assert pd.read_csv(tmp_path / "selection.csv")["prompt"].unique().tolist() == ["plain", "plain+prefix"]
+    test = load_facts(tmp_path / "split" / "test.jsonl")
+    pool = load_facts(POPQA_EXCERPT)
+    prefixed = dict(prompt_candidates(pool))["plain+prefix"]
+    for q, s, r in zip(pool["question"], pool["subject"], pool["relation"]):
+        assert prefixed.fact_prefix(question=q) == (f"The capital of {s} is" if r == "capital" else "")
+    assert len(test) == 24 and summary["n_facts"]["pool"] == len(pd.read_parquet(POPQA_EXCERPT))
+    by_rel = pd.read_csv(tmp_path / "results_by_relation.csv")
+    grpo = by_rel[by_rel["method"] == "GRPO"]
+    assert dict(zip(grpo["relation"], grpo["n"])) == test["relation"].value_counts().to_dict()
+    assert len(grpo) >= 5  # PopQA's relations, not the countries'
+    assert summary["n_facts"]["controls"] == 8 * test["relation"].nunique()
+    results = pd.read_csv(tmp_path / "results.csv").set_index("method")
+    scores = pd.read_parquet(tmp_path / "scores" / "base.parquet")
+    real = scores[~scores["fact_id"].str.startswith("control:")]
+    assert results.loc["base, zero-shot greedy", "accuracy"] == pytest.approx(real["greedy_correct"].mean())
