@@ -15,7 +15,14 @@ between ``on_train_begin`` and ``on_train_end``. Model loading, dataset
 building and saving are outside both. The script prints both reward curves
 side by side and the ratio (target: massshift >= 1.5x TRL).
 
+The real case (``--model smollm2-135m --lora-r 16``, issue 18): SmolLM2-135M-Instruct with LoRA on real
+country facts (``data.countries``, seeded, a new batch each step), the plain ``Q:/A:`` template, ``contains`` matching (TRL
+re-tokenises chat prompts, so the chat template would not be matched), no warm start, otherwise the same
+matched settings.
+
     .venv/bin/python benchmarks/bench_grpo.py [--steps 40] [--G 8] [--batch 4] [--max-new-tokens 16]
+    .venv/bin/python benchmarks/bench_grpo.py --model smollm2-135m --lora-r 16 --steps 6 --batch 8 --G 8 \
+        --max-new-tokens 12 --lr 3e-4
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warm-steps", type=int, default=60, help="SFT warm-start steps (0: untrained model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="", help="a load_model spec (e.g. smollm2-135m): real country facts, "
+                    "no warm start; empty: the tiny model")
+    ap.add_argument("--lora-r", type=int, default=0, help="LoRA rank for both engines (0: full fine-tuning)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -69,20 +79,31 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     facts, warm = task()
-    cfg = GRPOConfig(steps=a.steps, batch_size=a.batch, num_generations=a.G, lr=a.lr,
-                     max_new_tokens=a.max_new_tokens, save_every=0, eval_every=0, seed=a.seed, threads=1)
+    if a.model:
+        from massshift.data.countries import country_facts
+
+        facts = country_facts().sample(n=a.steps * a.batch, random_state=a.seed).reset_index(drop=True)
+    cfg = GRPOConfig(steps=a.steps, batch_size=a.batch, num_generations=a.G, lr=a.lr, lora_r=a.lora_r,
+                     max_new_tokens=a.max_new_tokens, save_every=0, eval_every=0, seed=a.seed, threads=1,
+                     match_mode="contains" if a.model else "exact")  # SmolLM2 answers in sentences
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tokenizer = make_tokenizer()
-        model = make_model(len(tokenizer))
-        if a.warm_steps:
-            train_sft(model, tokenizer, warm, tmp / "sft", SFTConfig(steps=a.warm_steps, batch_size=20, lr=3e-3))
-        start = tmp / "start"
-        model.save_pretrained(start)
-        tokenizer.save_pretrained(start)
+        if a.model:
+            from massshift.lm.loading import load_model
 
-        ours_model = AutoModelForCausalLM.from_pretrained(start)
-        ours = train_grpo(ours_model, AutoTokenizer.from_pretrained(start), facts, tmp / "ours", cfg)
+            start = a.model
+            ours_model, ours_tok, _ = load_model(a.model)
+            ours_model.train()
+        else:
+            tokenizer = make_tokenizer()
+            model = make_model(len(tokenizer))
+            if a.warm_steps:
+                train_sft(model, tokenizer, warm, tmp / "sft", SFTConfig(steps=a.warm_steps, batch_size=20, lr=3e-3))
+            start = tmp / "start"
+            model.save_pretrained(start)
+            tokenizer.save_pretrained(start)
+            ours_model, ours_tok = AutoModelForCausalLM.from_pretrained(start), AutoTokenizer.from_pretrained(start)
+        ours = train_grpo(ours_model, ours_tok, facts, tmp / "ours", cfg)
         import json
 
         ours_sps = json.loads((tmp / "ours" / "summary.json").read_text())["steps_per_second"]
@@ -101,7 +122,8 @@ def main() -> None:
     o = ours.log.dropna(subset=["reward_mean"]).set_index("step")
     t = trl.log.dropna(subset=["reward_mean"]).set_index("step")
     print(f"settings: steps {a.steps}, questions/step {a.batch}, G {a.G}, max_new_tokens {a.max_new_tokens}, "
-          f"lr {a.lr}, SFT warm start {a.warm_steps} steps, 1 CPU thread, torch {torch.__version__}")
+          f"lr {a.lr}, LoRA r {a.lora_r or '-'}, model {a.model or 'tiny'}, "
+          f"SFT warm start {0 if a.model else a.warm_steps} steps, 1 CPU thread, torch {torch.__version__}")
     print(f"{'step':>5} {'massshift reward':>17} {'TRL reward':>11} {'massshift len':>14} {'TRL len':>8}")
     for s in range(1, a.steps + 1, max(1, a.steps // 20)):
         print(f"{s:>5} {o.loc[s, 'reward_mean']:>17.3f} {t.loc[s, 'reward_mean']:>11.3f} "
