@@ -20,6 +20,7 @@ from massshift.train.grpo import (
     rewards,
     step,
     train_grpo,
+    truncation_warning,
 )
 from massshift.train.sft import SFTConfig, train_sft
 
@@ -64,6 +65,35 @@ def test_rewards_matcher_and_reward_fn():
     assert rewards(ro, reward_fn=lambda t, a: float(len(t))).tolist() == [[5.0, 6.0], [9.0, 1.0]]
     with pytest.raises(ValueError, match="exactly one"):
         rewards(ro)
+
+
+def test_truncated_completions_earn_zero_only_when_asked():
+    """Hand-worked: the same texts, two of them cut at the token cap; 'zero' pays those nothing."""
+    ro = Rollout(fact_ids=["a", "b"], answers=[["Paris"], ["Rome"]], prompt_ids=[[1], [2]],
+                 completion_ids=[[5], [6], [7], [8]], texts=["Paris", "Paris Paris Paris", "Rome", "Rome Rome"],
+                 greedy_texts=["", ""], finished=[True, False, False, True], group_size=2)
+    from massshift.data.matching import MatchConfig
+
+    matcher = MatchConfig(mode="contains").matcher()
+    assert rewards(ro, matcher=matcher).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert rewards(ro, matcher=matcher, truncated_reward="zero").tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    # every reward equal under 'text' (no signal); 'zero' gives both groups an advantage
+    assert group_advantages(rewards(ro, matcher=matcher)).abs().sum() == 0
+    assert (group_advantages(rewards(ro, matcher=matcher, truncated_reward="zero")).abs() > 0.5).all()
+    with pytest.raises(ValueError, match="truncated_reward"):
+        rewards(ro, matcher=matcher, truncated_reward="mask")
+    with pytest.raises(ValueError, match="truncated_reward must be 'text' or 'zero'"):
+        GRPOConfig(truncated_reward="mask")
+
+
+def test_truncation_warning_reads_the_last_five_steps():
+    frame = pd.DataFrame({"step": range(8), "truncated_share": [0.0, 0.0, 0.0, 0.9, 0.9, 1.0, 0.8, 0.7]})
+    msg = truncation_warning(frame, GRPOConfig(max_new_tokens=12))
+    assert msg is not None and msg.startswith("86% of the completions of the last 5 steps hit max_new_tokens=12")
+    assert truncation_warning(frame, GRPOConfig(truncated_reward="zero")) is None
+    frame["truncated_share"] = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5]  # mean 0.5 of the last five: no warning
+    assert truncation_warning(frame, GRPOConfig()) is None
+    assert truncation_warning(pd.DataFrame({"step": [0]}), GRPOConfig()) is None
 
 
 # --- loss -------------------------------------------------------------------------------------
@@ -150,6 +180,24 @@ def test_one_step_changes_parameters_and_logs(tiny_model, tokenizer):
     assert 1 <= row["completion_len"] <= 4 and 0 <= row["truncated_share"] <= 1
     assert row["entropy"] > 5.0  # near log(300) = 5.70 for an untrained model
     assert row["grad_norm"] > 0 and row["kl"] is None and row["kl_old"] is None
+
+
+def test_a_step_of_truncated_completions_earns_nothing_under_zero(tiny_model, tokenizer):
+    """max_new_tokens=2 with an untrained model: most completions are cut (no stop token). With a reward
+    of 1 for every text, the step's mean reward is 1 under 'text' and exactly the finished share under 'zero'."""
+    from massshift.lm.prompts import PromptConfig
+    from massshift.train.common import prompt_ids_for
+
+    facts = _facts(2)
+    prompts = prompt_ids_for(tokenizer, list(facts["question"]), PromptConfig())
+    for mode in ("text", "zero"):
+        model = copy.deepcopy(tiny_model)
+        cfg = GRPOConfig(steps=1, batch_size=2, num_generations=4, lr=1e-2, max_new_tokens=2, truncated_reward=mode)
+        row = step(model, torch.optim.SGD(model.parameters(), lr=0.0), tokenizer, facts, prompts, cfg, 0,
+                   reward_fn=lambda text, answers: 1.0)
+        assert row["truncated_share"] > 0.5
+        expected = 1.0 if mode == "text" else 1.0 - row["truncated_share"]
+        assert row["reward_mean"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_micro_batches_give_the_same_gradient(tiny_model, tokenizer):

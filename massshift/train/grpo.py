@@ -30,8 +30,11 @@ the RL setup of arXiv 2605.07153, which massshift reproduces:
 6. Constant learning rate without warmup, AdamW, gradient clipping at
    ``max_grad_norm``, dropout off (the model stays in eval mode).
 7. The completion includes the stop token (the terminator or EOS), so
-   stopping is learned; a truncated completion is rewarded on its text like
-   any other (no masking, no penalty). No format reward, no chain of thought.
+   stopping is learned; a truncated completion (no stop within
+   ``max_new_tokens``) is rewarded on its text like any other by default, and
+   earns 0 under ``truncated_reward="zero"`` (an answer repeated until the cap
+   then pays nothing). No format reward, no chain of thought. A run whose last
+   five steps were mostly truncated logs a warning.
 8. Each prompt's greedy answer comes free with the samples (generation's row
    0); it is logged as ``greedy_reward`` and never trained on.
 """
@@ -92,11 +95,15 @@ class GRPOConfig(TrainConfig):
     temperature: float = help_field(1.0, help="Sampling temperature; every log-prob uses logits / temperature.")
     micro_batch_size: int = help_field(0, help=(
         "Completions per forward/backward pass (0: the whole batch at once); never changes the numbers."))
+    truncated_reward: str = help_field("text", help=(
+        "'text': a completion cut at max_new_tokens is rewarded on its text; 'zero': it earns 0."))
     save_every: int = TrainConfig.default_for("save_every", 50)
     eval_every: int = TrainConfig.default_for("eval_every", 25)
 
     def checks(self) -> Iterable[Check]:
         yield self.steps >= 1, f"steps must be >= 1, got {self.steps}"
+        yield (self.truncated_reward in ("text", "zero"),
+               f"truncated_reward must be 'text' or 'zero', got {self.truncated_reward!r}")
         yield self.num_generations >= 2, (
             f"num_generations must be >= 2: a group of one has no advantage (GRPO compares completions "
             f"of the same question); got {self.num_generations}, try 8")
@@ -156,13 +163,19 @@ def rollout(model: torch.nn.Module, tokenizer: Any, prompt_ids: Sequence[list[in
     )
 
 
-def rewards(ro: Rollout, matcher: Matcher | None = None, reward_fn: RewardFn | None = None) -> torch.Tensor:
-    """Reward of every completion, shape (questions, G): ``reward_fn(text, answers)`` or matcher's 1/0."""
+def rewards(ro: Rollout, matcher: Matcher | None = None, reward_fn: RewardFn | None = None,
+            truncated_reward: str = "text") -> torch.Tensor:
+    """Reward of every completion, shape (questions, G): ``reward_fn(text, answers)`` or matcher's 1/0;
+    under ``truncated_reward="zero"`` a completion that did not finish (``ro.finished``) gets 0."""
     if (matcher is None) == (reward_fn is None):
         raise ValueError("pass exactly one of matcher or reward_fn")
     fn: Callable[[str, list[str]], float] = reward_fn or (lambda t, a: float(matcher(t, a)))  # type: ignore[misc]
     g = ro.group_size
     vals = [float(fn(t, ro.answers[i // g])) for i, t in enumerate(ro.texts)]
+    if truncated_reward == "zero":
+        vals = [v if done else 0.0 for v, done in zip(vals, ro.finished)]
+    elif truncated_reward != "text":
+        raise ValueError(f"truncated_reward must be 'text' or 'zero', got {truncated_reward!r}")
     return torch.tensor(vals, dtype=torch.float32).view(-1, g)
 
 
@@ -250,7 +263,7 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokenizer: An
     model.eval()  # no dropout: the trained log-probs are the sampled ones
     ro = rollout(model, tokenizer, prompt_ids, list(facts["fact_id"]), list(facts["answers"]), config,
                  step_index, terminator, stops)
-    r = rewards(ro, matcher, reward_fn)  # (B, G)
+    r = rewards(ro, matcher, reward_fn, config.truncated_reward)  # (B, G)
     adv = group_advantages(r, config.scale_rewards).reshape(-1)
     g = config.num_generations
     rows_prompt = [ro.prompt_ids[i // g] for i in range(len(ro.completion_ids))]
@@ -376,12 +389,30 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
         final, model = save_final(model, tokenizer, out)
     frame = TrainLog(out).frame()
     save_training_figure(frame, out)
+    truncated = truncation_warning(frame, config)
+    if truncated:
+        logger.warning(truncated)
     write_json(out / "summary.json", {
-        "trainer": "grpo", "steps": config.steps, "resumed_from": loop.start or None,
+        "trainer": "grpo", "truncation_warning": truncated, "steps": config.steps, "resumed_from": loop.start or None,
         "steps_per_second": (config.steps - loop.start) / loop.seconds if loop.seconds > 0 else None,
         **log_summary(frame), "final": str(final), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=final, out_dir=out, model=model)
+
+
+def truncation_warning(frame: pd.DataFrame, config: GRPOConfig, threshold: float = 0.5) -> str | None:
+    """A warning when most completions of the last five steps hit ``max_new_tokens`` without a stop and were
+    still rewarded on their text: the reward may be paid for answers that never end (an answer repeated
+    until the cap), which a longer generation at test time judges wrong. None otherwise."""
+    if config.truncated_reward != "text" or "truncated_share" not in frame:
+        return None
+    last = frame["truncated_share"].dropna().tail(5)
+    if not len(last) or float(last.mean()) <= threshold:
+        return None
+    return (f"{float(last.mean()):.0%} of the completions of the last {len(last)} steps hit max_new_tokens="
+            f"{config.max_new_tokens} without a stop and were rewarded on their text; the model may have learned "
+            f"answers that never end (scored wrong when generation runs longer). Try truncated_reward='zero' "
+            f"or a larger max_new_tokens.")
 
 
 def log_summary(frame: pd.DataFrame) -> dict[str, float | None]:

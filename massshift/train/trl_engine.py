@@ -123,6 +123,10 @@ def train_grpo_trl(model_path: str | Path, train_facts: pd.DataFrame, out_dir: s
                           "(or use the built-in trainer, massshift.train.grpo)") from err
 
     config = config or GRPOConfig()
+    if config.truncated_reward != "text":
+        raise ValueError("the TRL engine has no truncated_reward='zero' (TRL's mask_truncated_completions drops "
+                         "truncated completions from the loss instead, another objective); use the built-in "
+                         "engine, or truncated_reward='text'")
     prompt = prompt or PromptConfig()
     train = check_facts(train_facts, "train_facts")
     evals = check_facts(eval_facts, "eval_facts") if eval_facts is not None else None
