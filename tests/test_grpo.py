@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import FACTS
-from massshift.train.common import completion_logprobs
+from massshift.train.common import completion_logprobs, truncation_warning
 from massshift.train.grpo import (
     GRPOConfig,
     Rollout,
@@ -20,7 +20,6 @@ from massshift.train.grpo import (
     rewards,
     step,
     train_grpo,
-    truncation_warning,
 )
 from massshift.train.sft import SFTConfig, train_sft
 

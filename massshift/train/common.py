@@ -327,3 +327,30 @@ def training_loop(*, model: Any, tokenizer: Any, optimizer: torch.optim.Optimize
             extra = f" eval {row['eval_accuracy']:.3f}" if "eval_accuracy" in row else ""
             advance(1, status=f"{show} {row.get(show, float('nan')):.3f}{extra}")
     return LoopResult(start=start if ckpt is not None else 0, seconds=time.perf_counter() - t0, first_eval=first)
+
+
+def truncation_warning(frame: pd.DataFrame, config: Any, threshold: float = 0.5) -> str | None:
+    """A warning when most completions of the last five steps hit ``max_new_tokens`` without a stop and were
+    still rewarded on their text: the reward may be paid for answers that never end (an answer repeated
+    until the cap), which a longer generation at test time judges wrong. None otherwise."""
+    if config.truncated_reward != "text" or "truncated_share" not in frame:
+        return None
+    last = frame["truncated_share"].dropna().tail(5)
+    if not len(last) or float(last.mean()) <= threshold:
+        return None
+    return (f"{float(last.mean()):.0%} of the completions of the last {len(last)} steps hit max_new_tokens="
+            f"{config.max_new_tokens} without a stop and were rewarded on their text; the model may have learned "
+            f"answers that never end (scored wrong when generation runs longer). Try truncated_reward='zero' "
+            f"or a larger max_new_tokens.")
+
+
+def log_summary(frame: pd.DataFrame) -> dict[str, float | None]:
+    """Reward over the first and last five steps and the first and last eval accuracy of a GRPO log."""
+    trained = frame.dropna(subset=["reward_mean"]) if "reward_mean" in frame else frame.iloc[:0]
+    evals = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
+    return {
+        "reward_first5": float(trained["reward_mean"].head(5).mean()) if len(trained) else None,
+        "reward_last5": float(trained["reward_mean"].tail(5).mean()) if len(trained) else None,
+        "eval_accuracy_start": float(evals.iloc[0]) if len(evals) else None,
+        "eval_accuracy_end": float(evals.iloc[-1]) if len(evals) else None,
+    }

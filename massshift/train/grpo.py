@@ -30,11 +30,9 @@ the RL setup of arXiv 2605.07153, which massshift reproduces:
 6. Constant learning rate without warmup, AdamW, gradient clipping at
    ``max_grad_norm``, dropout off (the model stays in eval mode).
 7. The completion includes the stop token (the terminator or EOS), so
-   stopping is learned; a truncated completion (no stop within
-   ``max_new_tokens``) is rewarded on its text like any other by default, and
-   earns 0 under ``truncated_reward="zero"`` (an answer repeated until the cap
-   then pays nothing). No format reward, no chain of thought. A run whose last
-   five steps were mostly truncated logs a warning.
+   stopping is learned; a truncated completion is rewarded on its text, or 0
+   under ``truncated_reward="zero"`` (a warning when most were truncated).
+   No format reward, no chain of thought.
 8. Each prompt's greedy answer comes free with the samples (generation's row
    0); it is logged as ``greedy_reward`` and never trained on.
 """
@@ -67,11 +65,13 @@ from massshift.train.common import (
     check_facts,
     completion_logprobs,
     greedy_accuracy,
+    log_summary,
     make_optimizer,
     prompt_ids_for,
     save_final,
     save_training_figure,
     training_loop,
+    truncation_warning,
 )
 from massshift.train.config import Check, TrainConfig
 
@@ -398,30 +398,3 @@ def train_grpo(model: torch.nn.Module, tokenizer: Any, train_facts: pd.DataFrame
         **log_summary(frame), "final": str(final), "lora": config.lora_r > 0,
     })
     return TrainResult(log=frame, final_path=final, out_dir=out, model=model)
-
-
-def truncation_warning(frame: pd.DataFrame, config: GRPOConfig, threshold: float = 0.5) -> str | None:
-    """A warning when most completions of the last five steps hit ``max_new_tokens`` without a stop and were
-    still rewarded on their text: the reward may be paid for answers that never end (an answer repeated
-    until the cap), which a longer generation at test time judges wrong. None otherwise."""
-    if config.truncated_reward != "text" or "truncated_share" not in frame:
-        return None
-    last = frame["truncated_share"].dropna().tail(5)
-    if not len(last) or float(last.mean()) <= threshold:
-        return None
-    return (f"{float(last.mean()):.0%} of the completions of the last {len(last)} steps hit max_new_tokens="
-            f"{config.max_new_tokens} without a stop and were rewarded on their text; the model may have learned "
-            f"answers that never end (scored wrong when generation runs longer). Try truncated_reward='zero' "
-            f"or a larger max_new_tokens.")
-
-
-def log_summary(frame: pd.DataFrame) -> dict[str, float | None]:
-    """Reward over the first and last five steps and the first and last eval accuracy of a GRPO log."""
-    trained = frame.dropna(subset=["reward_mean"]) if "reward_mean" in frame else frame.iloc[:0]
-    evals = frame["eval_accuracy"].dropna() if "eval_accuracy" in frame else pd.Series(dtype=float)
-    return {
-        "reward_first5": float(trained["reward_mean"].head(5).mean()) if len(trained) else None,
-        "reward_last5": float(trained["reward_mean"].tail(5).mean()) if len(trained) else None,
-        "eval_accuracy_start": float(evals.iloc[0]) if len(evals) else None,
-        "eval_accuracy_end": float(evals.iloc[-1]) if len(evals) else None,
-    }

@@ -57,8 +57,15 @@ from massshift.lm.prompts import PromptConfig, build_prompt, stop_texts
 from massshift.lm.runtime import default_device, torch_threads
 from massshift.lm.sampling import stop_token_mask
 from massshift.rundir import init_run_dir, write_json
-from massshift.train.common import TrainLog, TrainResult, check_facts, greedy_accuracy, save_training_figure
-from massshift.train.grpo import GRPOConfig, RewardFn, build_reward, log_summary
+from massshift.train.common import (
+    TrainLog,
+    TrainResult,
+    check_facts,
+    greedy_accuracy,
+    log_summary,
+    save_training_figure,
+)
+from massshift.train.grpo import GRPOConfig, RewardFn, build_reward
 
 logger = logging.getLogger(__name__)
 
